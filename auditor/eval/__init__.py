@@ -1,0 +1,1 @@
+"""Evaluation: dataset readers, metrics, runners. Nothing here ever drops an item silently."""

@@ -1,0 +1,1 @@
+"""The MCP face of the CXR Draft Auditor (tools, resources, prompt; stdio and streamable HTTP)."""
