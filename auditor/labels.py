@@ -231,15 +231,23 @@ class LabelMapping(NamedTuple):
 
 _LABEL_VALUES: Final[frozenset[str]] = frozenset(lb.value for lb in Label)
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
-_ALL_SYNONYMS: Final[dict[str, Label | None]] = {}
-for _table in (*DATASET_NAMES.values(), FREE_TEXT_TERMS):
-    for _name, _label in _table.items():
-        _ALL_SYNONYMS.setdefault(_name, _label)
 
 
 def normalize_name(name: str) -> str:
     """Lower-case; punctuation, underscores and slashes become spaces ("Nodule/Mass" -> "nodule mass")."""
     return _NON_ALNUM.sub(" ", name.lower()).strip()
+
+
+def _all_synonyms() -> dict[str, Label | None]:
+    """Every table in one lookup, keyed the way `map_label` normalises its input."""
+    merged: dict[str, Label | None] = {}
+    for table in (*DATASET_NAMES.values(), FREE_TEXT_TERMS):
+        for name, label in table.items():
+            merged.setdefault(normalize_name(name), label)
+    return merged
+
+
+_ALL_SYNONYMS: Final[dict[str, Label | None]] = _all_synonyms()
 
 
 def map_label(name: str) -> LabelMapping:
