@@ -258,8 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
+    """Parse and dispatch; a CliError becomes one stderr line and exit status 2."""
+    args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
     except CliError as exc:
@@ -267,6 +268,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The library's commands; the installed `cxr-auditor` (mcp_server.cli) adds `serve`."""
+    return run(build_parser(), argv)
 
 
 if __name__ == "__main__":

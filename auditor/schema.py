@@ -225,6 +225,7 @@ class AuditReport(_Contract):
     comparison: Comparison
     context: StudyContext | None = None
     notes: list[Note] = Field(default_factory=list)
+    timings_ms: dict[str, float] = Field(default_factory=dict)
     disclaimer: str = Field(
         default="Research and educational QA only. Not a medical device and not a diagnosis; "
         "flags ask a qualified reader to look again."

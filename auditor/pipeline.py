@@ -1,0 +1,224 @@
+"""The Auditor: ground -> read -> compare, with every degradation visible.
+
+One Auditor per process holds the backends, so models load once and stay resident; a lock per
+backend serialises calls to one model, so concurrent clients can neither corrupt nor overload it.
+Bad input (a missing file, a non-image) raises; a model that cannot work raises BackendError; a
+model that produced unusable text yields a result whose notes and outcome say so.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from auditor.backends import BackendError, BackendState, DraftReader, Grounder
+from auditor.backends.factory import make_grounder, make_reader, resolve_reader_kind
+from auditor.compare import compare
+from auditor.config import Settings
+from auditor.schema import (
+    AuditReport,
+    Comparison,
+    DraftReading,
+    Grounding,
+    Note,
+    ParseOutcome,
+    Policy,
+    StudyContext,
+)
+
+if TYPE_CHECKING:
+    from auditor.images import ImageLimits, LoadedImage
+    from auditor.overlay import RenderedImage
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+class Auditor:
+    """The three stages behind one object; the MCP tools, the CLI and the evaluations all use it."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        grounder: Grounder | None = None,
+        reader: DraftReader | None = None,
+    ) -> None:
+        self.settings = settings or Settings(grounder="replay")
+        self._grounder = grounder
+        self._reader = reader
+        self._fallback: DraftReader | None = None
+        self._build_lock = threading.Lock()
+        self._grounder_lock = threading.Lock()
+        self._reader_lock = threading.Lock()
+
+    # ---- backends ----------------------------------------------------------------------------
+
+    @property
+    def grounder(self) -> Grounder:
+        with self._build_lock:
+            if self._grounder is None:
+                self._grounder = make_grounder(self.settings)
+            return self._grounder
+
+    @property
+    def reader(self) -> DraftReader:
+        with self._build_lock:
+            if self._reader is None:
+                self._reader = make_reader(self.settings)
+            return self._reader
+
+    def _rules(self) -> DraftReader:
+        if self._fallback is None:
+            self._fallback = make_reader(self.settings, "rules")
+        return self._fallback
+
+    def preload(self, progress: Progress = _quiet) -> None:
+        """Load both models now instead of on first use (``serve --preload``)."""
+        progress("loading the image model")
+        with self._grounder_lock:
+            self.grounder.load()
+        progress("loading the draft reader")
+        with self._reader_lock:
+            self.reader.load()
+
+    def models(self) -> list[BackendState]:
+        """Configured backends and their state, without loading anything."""
+        states = []
+        try:
+            states.append(self.grounder.state())
+        except BackendError as exc:
+            states.append(
+                BackendState(
+                    role="grounder",
+                    backend=self.settings.grounder,
+                    model_id=self.settings.grounder_model,
+                    loaded=False,
+                    detail={"error": str(exc)},
+                )
+            )
+        if self._reader is not None:
+            states.append(self._reader.state())
+        else:
+            kind = self.settings.reader
+            model = "rules" if kind in {"auto", "rules"} else self.settings.reader_model
+            states.append(BackendState(role="reader", backend=kind, model_id=model, loaded=False))
+        return states
+
+    # ---- stages ------------------------------------------------------------------------------
+
+    def image_limits(self) -> ImageLimits:
+        from auditor.images import ImageLimits
+
+        roots = self.settings.image_roots or None
+        return ImageLimits(roots=roots, allow_private_urls=self.settings.allow_private_urls)
+
+    def load_image(self, source: str) -> LoadedImage:
+        from auditor.images import load_image
+
+        return load_image(source, self.image_limits())
+
+    def ground_loaded(self, image: LoadedImage, progress: Progress = _quiet) -> Grounding:
+        grounder = self.grounder
+        progress("grounding the image")
+        with self._grounder_lock:
+            return grounder.ground(image)
+
+    def ground(self, source: str, progress: Progress = _quiet) -> Grounding:
+        progress("loading the image")
+        return self.ground_loaded(self.load_image(source), progress)
+
+    def read(self, draft: str, progress: Progress = _quiet) -> DraftReading:
+        """Read with the configured reader; if it fails or its output is unusable, the rule reader
+        reads instead and a note says so."""
+        progress("reading the draft")
+        try:
+            reader = self.reader
+            with self._reader_lock:
+                reading = reader.read(draft)
+        except BackendError as exc:
+            return self._fall_back(draft, f"the draft reader failed ({exc})")
+        if reading.outcome is ParseOutcome.FAILED and draft.strip() and reading.model.backend != "rules":
+            return self._fall_back(
+                draft, f"the draft reader's output was unusable ({reading.model.model_id})"
+            )
+        return reading
+
+    def _fall_back(self, draft: str, why: str) -> DraftReading:
+        reading = self._rules().read(draft)
+        note = Note(
+            stage="draft", code="reader_fallback_rules", message=f"{why}; the rule reader read it instead."
+        )
+        return reading.model_copy(update={"notes": [note, *reading.notes]})
+
+    def compare(
+        self,
+        grounding: Grounding | None,
+        reading: DraftReading | None,
+        context: StudyContext | None = None,
+        policy: Policy | None = None,
+    ) -> Comparison:
+        return compare(grounding, reading, policy=policy, context=context)
+
+    def audit(
+        self,
+        source: str,
+        draft: str = "",
+        context: StudyContext | None = None,
+        progress: Progress = _quiet,
+    ) -> AuditReport:
+        """All three stages. An empty draft gives an image-only pass (URGENT only) with a note."""
+        t0 = time.perf_counter()
+        grounding = self.ground(source, progress)
+        notes: list[Note] = []
+        reading: DraftReading | None = None
+        if draft.strip():
+            reading = self.read(draft, progress)
+        else:
+            notes.append(
+                Note(
+                    stage="pipeline",
+                    code="draft_empty_image_only",
+                    message="No draft text was given: image-only pass, URGENT flags only.",
+                )
+            )
+        progress("comparing")
+        comparison = compare(grounding, reading, context=context)
+        timings = {"total": round((time.perf_counter() - t0) * 1000, 3)}
+        return AuditReport(
+            grounding=grounding,
+            reading=reading,
+            comparison=comparison,
+            context=context,
+            notes=notes,
+            timings_ms=timings,
+        )
+
+    def render(
+        self,
+        source: str,
+        grounding: Grounding | None = None,
+        comparison: Comparison | None = None,
+        draft: str | None = None,
+        *,
+        max_side: int = 1024,
+        progress: Progress = _quiet,
+    ) -> RenderedImage:
+        """The picture: the given stage results, or a fresh audit of the image (and draft) when absent."""
+        from auditor.overlay import render_findings
+
+        image = self.load_image(source)
+        if grounding is None:
+            grounding = self.ground_loaded(image, progress)
+        if comparison is None and draft is not None:
+            reading = self.read(draft, progress) if draft.strip() else None
+            comparison = compare(grounding, reading)
+        return render_findings(image.image, grounding, comparison, max_side=max_side)
+
+    def reader_kind(self) -> str:
+        return resolve_reader_kind(self.settings)

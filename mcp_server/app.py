@@ -1,0 +1,253 @@
+"""The MCP server: five typed tools, four resources and one prompt over one resident Auditor.
+
+The pipeline is synchronous (models, PIL, regexes); each call runs in a worker thread so the event
+loop keeps answering other clients, and progress from the thread is relayed as MCP progress
+notifications. Bad input and backend failures become tool errors that name the problem; the server
+keeps serving the next call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+from mcp.server.mcpserver import Context, Image, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+from pydantic import Field
+
+import auditor
+from auditor.backends import BackendError
+from auditor.labels import LABEL_ORDER, URGENT_LABELS, synonym_table
+from auditor.pipeline import Auditor
+from auditor.schema import AuditReport, Comparison, DraftReading, Grounding, Policy, StudyContext
+from auditor.tool_io import IMAGE_DESCRIPTION, MAX_DRAFT_CHARS, tool_schemas
+from mcp_server import descriptions as text
+
+T = TypeVar("T")
+
+ImageArg = Annotated[str, Field(min_length=1, description=IMAGE_DESCRIPTION)]
+DraftArg = Annotated[
+    str,
+    Field(
+        max_length=MAX_DRAFT_CHARS, description="The radiologist's draft impression or report text, verbatim."
+    ),
+]
+ContextArg = Annotated[StudyContext | None, Field(description="optional patient age and view")]
+
+READ_ONLY = dict(read_only_hint=True, destructive_hint=False, idempotent_hint=True)
+
+
+def _error_message(exc: Exception) -> str:
+    """The one line a client shows. Only our own error types carry their text; anything else is named
+    by type, so that an unexpected error can never echo input data back."""
+    from auditor.images import ImageError
+
+    if isinstance(exc, ImageError):
+        return f"image ({exc.code}): {exc}"
+    if isinstance(exc, BackendError):
+        return f"model backend ({exc.code}): {exc}"
+    if isinstance(exc, ValueError):
+        return str(exc)
+    return f"internal error ({type(exc).__name__}); the server is still serving"
+
+
+async def _run(ctx: Context | None, work: Callable[[Callable[[str], None]], T], steps: int) -> T:
+    """Run sync work in a thread; its progress callback becomes MCP progress notifications."""
+    done = 0
+
+    def progress(message: str) -> None:
+        nonlocal done
+        done += 1
+        if ctx is not None:
+            # progress is best effort: a client that sent no progress token simply gets none
+            with contextlib.suppress(Exception):
+                anyio.from_thread.run(ctx.report_progress, min(done, steps), steps, message)
+
+    try:
+        return await anyio.to_thread.run_sync(lambda: work(progress), abandon_on_cancel=True)
+    except ToolError:
+        raise
+    except Exception as exc:
+        raise ToolError(_error_message(exc)) from exc
+
+
+def build_server(engine: Auditor) -> MCPServer:
+    """Register everything on a fresh MCPServer bound to one Auditor (so models stay resident)."""
+    server = MCPServer(
+        "cxr-draft-auditor",
+        title="CXR Draft Auditor",
+        version=auditor.__version__,
+        instructions=text.INSTRUCTIONS,
+    )
+    _add_tools(server, engine)
+    _add_resources(server, engine)
+    _add_prompt(server)
+    return server
+
+
+def _add_tools(server: MCPServer, engine: Auditor) -> None:
+    @server.tool(
+        title="Ground the image",
+        description=text.GROUND_IMAGE,
+        annotations=ToolAnnotations(title="Ground the image", open_world_hint=True, **READ_ONLY),
+    )
+    async def ground_image(image: ImageArg, ctx: Context) -> Grounding:
+        return await _run(ctx, lambda p: engine.ground(image, p), steps=2)
+
+    @server.tool(
+        title="Read the draft",
+        description=text.PARSE_DRAFT,
+        annotations=ToolAnnotations(title="Read the draft", open_world_hint=False, **READ_ONLY),
+    )
+    async def parse_draft(draft: DraftArg, ctx: Context) -> DraftReading:
+        return await _run(ctx, lambda p: engine.read(draft, p), steps=1)
+
+    @server.tool(
+        title="Compare image and draft",
+        description=text.COMPARE,
+        annotations=ToolAnnotations(title="Compare image and draft", open_world_hint=False, **READ_ONLY),
+    )
+    def compare(
+        grounding: Annotated[
+            Grounding | None, Field(description="ground_image's result; null when the image stage failed")
+        ],
+        reading: Annotated[
+            DraftReading | None, Field(description="parse_draft's result; null for image-only")
+        ] = None,
+        context: ContextArg = None,
+        policy: Annotated[
+            Policy | None, Field(description="optional judge policy; the default when null")
+        ] = None,
+    ) -> Comparison:
+        return engine.compare(grounding, reading, context, policy)
+
+    @server.tool(
+        title="Audit image and draft",
+        description=text.AUDIT,
+        annotations=ToolAnnotations(title="Audit image and draft", open_world_hint=True, **READ_ONLY),
+    )
+    async def audit(
+        image: ImageArg,
+        ctx: Context,
+        draft: Annotated[
+            str,
+            Field(
+                max_length=MAX_DRAFT_CHARS,
+                description="The draft impression; empty for an image-only pass (URGENT flags only).",
+            ),
+        ] = "",
+        context: ContextArg = None,
+    ) -> AuditReport:
+        return await _run(ctx, lambda p: engine.audit(image, draft, context, p), steps=4)
+
+    @server.tool(
+        title="Draw findings and flags",
+        description=text.RENDER_FINDINGS,
+        annotations=ToolAnnotations(title="Draw findings and flags", open_world_hint=True, **READ_ONLY),
+        structured_output=False,
+    )
+    async def render_findings(
+        image: ImageArg,
+        ctx: Context,
+        grounding: Annotated[
+            Grounding | None, Field(description="ground_image's result, if you have it")
+        ] = None,
+        comparison: Annotated[
+            Comparison | None, Field(description="compare's result, if you have it")
+        ] = None,
+        draft: Annotated[
+            str | None,
+            Field(max_length=MAX_DRAFT_CHARS, description="a draft to audit now, if no comparison"),
+        ] = None,
+        max_side: Annotated[int, Field(ge=256, le=2048, description="longest side of the picture")] = 1024,
+    ) -> Image:
+        rendered = await _run(
+            ctx,
+            lambda p: engine.render(image, grounding, comparison, draft, max_side=max_side, progress=p),
+            steps=3,
+        )
+        return Image(data=rendered.data, format=rendered.mime_type.split("/")[1])
+
+
+def _json(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=False)
+
+
+def _add_resources(server: MCPServer, engine: Auditor) -> None:
+    @server.resource(
+        "cxr://vocabulary",
+        name="vocabulary",
+        description="The six labels, the URGENT set, and the synonym table (datasets and free text).",
+        mime_type="application/json",
+    )
+    def vocabulary() -> str:
+        return _json(
+            {
+                "labels": [lb.value for lb in LABEL_ORDER],
+                "urgent": sorted(lb.value for lb in URGENT_LABELS),
+                "synonyms": synonym_table(),
+                "note": "null means dropped on purpose: outside the six labels on both sides",
+            }
+        )
+
+    @server.resource(
+        "cxr://policy",
+        name="policy",
+        description="The judge's default policy and its table.",
+        mime_type="application/json",
+    )
+    def policy() -> str:
+        return _json(
+            {
+                "policy": Policy().model_dump(mode="json"),
+                "table": [
+                    ["present", "present or uncertain", "none"],
+                    ["present", "absent (denied)", "MISSING (denied)"],
+                    [
+                        "present",
+                        "not mentioned, draft describes a normal study",
+                        "MISSING (denied_by_normal)",
+                    ],
+                    ["present", "not mentioned", "MISSING (not_mentioned)"],
+                    ["absent", "present", "UNSUPPORTED"],
+                    ["absent", "uncertain or absent", "none"],
+                    ["present, label in URGENT", "anything", "URGENT (as well)"],
+                ],
+                "disclaimer": text.DISCLAIMER,
+            }
+        )
+
+    @server.resource(
+        "cxr://models",
+        name="models",
+        description="The configured models: backend, model id, loaded or not, device.",
+        mime_type="application/json",
+    )
+    def models() -> str:
+        return _json([s.model_dump(mode="json") for s in engine.models()])
+
+    @server.resource(
+        "cxr://schemas",
+        name="schemas",
+        description="JSON Schema of every tool's input and output.",
+        mime_type="application/json",
+    )
+    def schemas() -> str:
+        return _json(tool_schemas())
+
+
+def _add_prompt(server: MCPServer) -> None:
+    @server.prompt(
+        name="audit_draft",
+        title="Audit a draft against its X-ray",
+        description="Walks an assistant through ground_image, parse_draft, compare and render_findings, "
+        "and how to present the flags (second look, never a diagnosis).",
+    )
+    def audit_draft(image: str, draft: str) -> str:
+        return text.AUDIT_PROMPT.format(image=image, draft=draft, disclaimer=text.DISCLAIMER)

@@ -1,0 +1,176 @@
+"""`cxr-auditor serve` as a real process: stdio (what Claude Desktop spawns) and streamable HTTP on
+127.0.0.1 with rebinding protection and the bearer token; start-up refusals name the bad value."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import httpx
+import httpx2
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+
+from auditor.schema import Comparison, DraftReading
+from tests.conftest import URGENT_PNG
+
+CLI = str(Path(sys.executable).parent / "cxr-auditor")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def exercise(client: Client, image: str) -> None:
+    names = {t.name for t in (await client.list_tools()).tools}
+    assert {"ground_image", "parse_draft", "compare", "audit", "render_findings"} == names
+    r = await client.call_tool("parse_draft", {"draft": "Cardiomegaly is present. No pneumothorax."})
+    reading = DraftReading.model_validate(r.structured_content)
+    g = await client.call_tool("ground_image", {"image": image})
+    assert not g.is_error, g
+    c = await client.call_tool(
+        "compare", {"grounding": g.structured_content, "reading": reading.model_dump()}
+    )
+    flags = Comparison.model_validate(c.structured_content).flags
+    assert [(f.kind, f.label) for f in flags] == [("URGENT", "pneumothorax"), ("MISSING", "pneumothorax")]
+    bad = await client.call_tool("ground_image", {"image": "/no/such/file.png"})
+    assert bad.is_error
+    again = await client.call_tool("parse_draft", {"draft": "No effusion."})
+    assert not again.is_error
+
+
+def test_stdio_subprocess(replay_file: Path, nih_images: Path) -> None:
+    params = StdioServerParameters(
+        command=CLI,
+        args=["serve", "--grounder", "replay", "--replay", str(replay_file)],
+        env=dict(os.environ),
+    )
+
+    async def main() -> None:
+        async with Client(params) as client:
+            await exercise(client, str(nih_images / URGENT_PNG))
+
+    anyio.run(main)
+
+
+@pytest.fixture()
+def http_server(replay_file: Path) -> Iterator[tuple[str, str]]:
+    port, token = free_port(), "test-token-123"
+    proc = subprocess.Popen(
+        [
+            CLI,
+            "serve",
+            "--http",
+            "--port",
+            str(port),
+            "--token",
+            token,
+            "--grounder",
+            "replay",
+            "--replay",
+            str(replay_file),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}/mcp"
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(url, timeout=0.5)
+                break
+            except httpx.TransportError:
+                if proc.poll() is not None:
+                    raise AssertionError(
+                        proc.stderr.read().decode() if proc.stderr else "server exited"
+                    ) from None
+                time.sleep(0.1)
+        yield url, token
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_http_with_token(http_server: tuple[str, str], nih_images: Path) -> None:
+    url, token = http_server
+
+    async def main() -> None:
+        # mcp's HTTP transport takes its own httpx2 client: that is where the bearer header goes
+        headers = {"Authorization": f"Bearer {token}"}
+        async with (
+            httpx2.AsyncClient(headers=headers) as http,
+            Client(streamable_http_client(url, http_client=http)) as client,
+        ):
+            await exercise(client, str(nih_images / URGENT_PNG))
+
+    anyio.run(main)
+
+
+def test_http_refuses_missing_or_wrong_token_and_foreign_hosts(http_server: tuple[str, str]) -> None:
+    url, token = http_server
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}
+    headers = {"Accept": "application/json, text/event-stream"}
+    assert httpx.post(url, json=init, headers=headers).status_code == 401
+    wrong = {**headers, "Authorization": "Bearer nope"}
+    assert httpx.post(url, json=init, headers=wrong).status_code == 401
+    rebind = {**headers, "Authorization": f"Bearer {token}", "Host": "evil.example:80"}
+    assert httpx.post(url, json=init, headers=rebind).status_code in {400, 403, 421}
+    origin = {**headers, "Authorization": f"Bearer {token}", "Origin": "http://evil.example"}
+    assert httpx.post(url, json=init, headers=origin).status_code in {400, 403}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["serve", "--http", "--host", "0.0.0.0"], "refusing to bind 0.0.0.0"),
+        (["serve", "--grounder", "replay"], "needs a replay file"),
+        (["serve", "--grounder", "replay", "--replay", "/no/such.jsonl"], "replay file not found"),
+        (["serve", "--grounder", "magic"], "grounder must be one of"),
+        (["serve", "--device", "tpu"], "device must be one of"),
+        (["serve", "--config", "/no/such.toml"], "config file not found"),
+    ],
+)
+def test_bad_configuration_fails_at_start_with_one_line(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CXR_AUDITOR_")}
+    proc = subprocess.run(
+        [CLI, *args], capture_output=True, text=True, timeout=30, env=env, stdin=subprocess.DEVNULL
+    )
+    assert proc.returncode == 2, proc
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_bad_replay_line_names_the_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"image_sha256": "abc", "raw_output": "[]"}\n')
+    proc = subprocess.run(
+        [CLI, "serve", "--grounder", "replay", "--replay", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 2
+    assert "bad.jsonl:1" in proc.stderr and "64 hex" in proc.stderr
+
+
+def test_starting_the_server_does_not_import_torch(replay_file: Path) -> None:
+    code = (
+        "import sys; from auditor.config import Settings; from auditor.pipeline import Auditor; "
+        "from mcp_server.app import build_server; "
+        f"build_server(Auditor(Settings(grounder='replay', replay={str(replay_file)!r}))); "
+        "print('torch' in sys.modules, 'transformers' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "False False"
