@@ -229,3 +229,54 @@ def test_progress_notifications_while_grounding(server: Any, nih_images: Path) -
     run(server, body)
     assert [m for _, _, m in seen][:2] == ["loading the image", "grounding the image"]
     assert all(total == 4 for _, total, _ in seen)
+
+
+def test_dicom_through_the_tools_without_phi(tmp_path: Path, nih_images: Path) -> None:
+    """A DICOM written from a real radiograph (12-bit MONOCHROME1 with a window, and one without pixel
+    data): grounded through the tools, and no header identifier in any output or error."""
+    import hashlib
+
+    import numpy as np
+    from PIL import Image as PILImage
+
+    from tests.test_images_dicom import PHI, make_dicom
+
+    with PILImage.open(nih_images / URGENT_PNG) as im:
+        pixels = np.asarray(im.convert("L").resize((256, 256)), dtype=np.uint16) * 16
+    inverted = (4095 - pixels).astype(np.uint16)
+    dcm = make_dicom(
+        tmp_path, inverted, bits_stored=12, photometric="MONOCHROME1", WindowCenter=2048, WindowWidth=4096
+    )
+    replay = tmp_path / "replay.jsonl"
+    sha = hashlib.sha256(dcm.read_bytes()).hexdigest()
+    replay.write_text(
+        json.dumps(
+            {"image_sha256": sha, "raw_output": '[{"label": "nodule_mass", "box_2d": [0.2, 0.2, 0.4, 0.4]}]'}
+        )
+    )
+    no_pixels = tmp_path / "nopixels.dcm"
+    import pydicom
+
+    ds = pydicom.dcmread(dcm)
+    del ds.PixelData
+    ds.save_as(no_pixels)
+    server = build_server(Auditor(Settings(grounder="replay", replay=replay)))
+    outputs: list[str] = []
+
+    async def body(client: Client) -> None:
+        g = await client.call_tool("ground_image", {"image": str(dcm)})
+        assert not g.is_error, g
+        grounding = Grounding.model_validate(g.structured_content)
+        assert grounding.image is not None and grounding.image.source_format == "DICOM"
+        assert (grounding.image.width, grounding.image.height) == (256, 256)
+        a = await client.call_tool("audit", {"image": str(dcm), "draft": "No nodule."})
+        r = await client.call_tool("render_findings", {"image": str(dcm)})
+        bad = await client.call_tool("ground_image", {"image": str(no_pixels)})
+        assert "dicom_no_pixels" in error_text(bad)
+        for result in (g, a, r, bad):
+            outputs.append(result.model_dump_json())
+
+    run(server, body)
+    for value in PHI.values():
+        for out in outputs:
+            assert value not in out and value.replace("^", " ") not in out

@@ -42,6 +42,14 @@ async def exercise(client: Client, image: str) -> None:
     )
     flags = Comparison.model_validate(c.structured_content).flags
     assert [(f.kind, f.label) for f in flags] == [("URGENT", "pneumothorax"), ("MISSING", "pneumothorax")]
+    a = await client.call_tool("audit", {"image": image, "draft": "Cardiomegaly. No pneumothorax."})
+    assert [f["kind"] for f in a.structured_content["comparison"]["flags"]] == ["URGENT", "MISSING"]  # type: ignore[index]
+    picture = await client.call_tool("render_findings", {"image": image, "max_side": 256})
+    assert [c.type for c in picture.content] == ["image"]
+    uris = {str(r.uri) for r in (await client.list_resources()).resources}
+    assert "cxr://models" in uris
+    assert (await client.read_resource("cxr://vocabulary")).contents
+    assert (await client.get_prompt("audit_draft", {"image": image, "draft": "x"})).messages
     bad = await client.call_tool("ground_image", {"image": "/no/such/file.png"})
     assert bad.is_error
     again = await client.call_tool("parse_draft", {"draft": "No effusion."})
