@@ -28,7 +28,7 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     raise SystemExit(code)
 
 
-def _emit(obj: BaseModel | dict[str, Any], out: TextIO | None = None) -> None:
+def emit(obj: BaseModel | dict[str, Any], out: TextIO | None = None) -> None:
     text = obj.model_dump_json(indent=2) if isinstance(obj, BaseModel) else json.dumps(obj, indent=2)
     print(text, file=out or sys.stdout)
 
@@ -133,7 +133,7 @@ def cmd_parse_draft(args: argparse.Namespace) -> int:
 
     if len(text) > MAX_DRAFT_CHARS:
         raise CliError(f"draft too long ({len(text)} > {MAX_DRAFT_CHARS} characters)")
-    _emit(read(text))
+    emit(read(text))
     return 0
 
 
@@ -152,7 +152,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             context = StudyContext(age_years=args.age, view=args.view)
         except ValidationError as exc:
             raise CliError(f"study context: {exc.errors()[0]['msg']}") from None
-    _emit(compare(grounding, reading, context=context))
+    emit(compare(grounding, reading, context=context))
     return 0
 
 
@@ -187,27 +187,6 @@ def cmd_schema(args: argparse.Namespace) -> int:
         print("cxr-auditor: run `cxr-auditor schema --write` and commit the result", file=sys.stderr)
         return EXIT_DRIFT
     print(f"{len(expected)} schemas in {folder} match the contracts", file=sys.stderr)
-    return 0
-
-
-# ---- eval reader --------------------------------------------------------------------------------
-
-
-def cmd_eval_reader(args: argparse.Namespace) -> int:
-    from auditor.eval.reader_eval import evaluate_reader, write_run
-
-    kind, _, path = args.dataset.partition(":")
-    if kind != "openi" or not path:
-        raise CliError(f"--dataset {args.dataset}: expected openi:PATH")
-    if not Path(path).is_file():
-        raise CliError(f"{path}: no such file")
-    try:
-        result = evaluate_reader(path, reader=args.reader)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-    if args.out:
-        write_run(result, Path(args.out))
-    _emit(result)
     return 0
 
 
@@ -248,13 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default="tools_schema", help="schema folder (default: tools_schema)")
     p.set_defaults(func=cmd_schema)
 
-    p = sub.add_parser("eval", help="evaluation runners")
-    ev = p.add_subparsers(dest="eval_command", required=True, metavar="RUNNER")
-    r = ev.add_parser("reader", help="score a draft reader on an Open-i style report CSV")
-    r.add_argument("--dataset", required=True, help="openi:PATH")
-    r.add_argument("--reader", default="rules", help="rules (default)")
-    r.add_argument("--out", help="write DIR/metrics.json and DIR/report.md")
-    r.set_defaults(func=cmd_eval_reader)
+    from auditor import batch
+    from auditor.eval import cli as eval_cli
+
+    eval_cli.register(sub)
+    batch.register(sub)
     return parser
 
 
