@@ -73,6 +73,12 @@ class Auditor:
                 self._reader = make_reader(self.settings)
             return self._reader
 
+    def reader_is_instant(self) -> bool:
+        """True for the rule reader: callers may run it inline instead of in a worker thread."""
+        from auditor.backends.rules import RulesReader
+
+        return isinstance(self.reader, RulesReader)
+
     def _rules(self) -> DraftReader:
         if self._fallback is None:
             self._fallback = make_reader(self.settings, "rules")

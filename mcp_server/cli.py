@@ -4,6 +4,7 @@ under `auditor/` imports the MCP stack. mcp itself is imported only when `serve`
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -71,6 +72,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server = build_server(engine)
     if args.preload:
         engine.preload(lambda msg: print(f"cxr-auditor: {msg}", file=sys.stderr))
+    # Everything built so far lives as long as the process: keep it out of the cyclic collector's
+    # full passes, which otherwise stall every request in flight for tens to hundreds of ms.
+    gc.collect()
+    gc.freeze()
     if args.http:
         from mcp_server.serve import run_http
 

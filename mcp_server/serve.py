@@ -75,7 +75,7 @@ def http_app(server: Any, host: str, token: str | None) -> ASGIApp:
         allowed_hosts=hosts,
         allowed_origins=[f"http://{h}" for h in hosts],
     )
-    app: ASGIApp = server.streamable_http_app(transport_security=security, host=host)
+    app: ASGIApp = server.streamable_http_app(transport_security=security, host=host, json_response=True)
     return BearerAuth(app, token) if token else app
 
 

@@ -4,6 +4,7 @@ imported until a model is first used, so building them is cheap and happens at s
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 from auditor.backends import BackendError, DraftReader, Grounder
 from auditor.config import Settings
@@ -29,9 +30,14 @@ def make_grounder(settings: Settings) -> Grounder:
     return grounder
 
 
+def _nvidia_driver_present() -> bool:
+    """A cheap look for an NVIDIA driver, so a CPU machine never pays for importing torch (~200 MB)."""
+    return Path("/proc/driver/nvidia/version").exists() or any(Path("/dev").glob("nvidia[0-9]*"))
+
+
 def cuda_available() -> bool:
-    """True only when torch is installed and sees a CUDA device (imports torch: call lazily)."""
-    if importlib.util.find_spec("torch") is None:
+    """True only when torch is installed and sees a CUDA device (imports torch only on a GPU host)."""
+    if importlib.util.find_spec("torch") is None or not _nvidia_driver_present():
         return False
     import torch
 
