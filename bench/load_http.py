@@ -189,9 +189,8 @@ def main() -> None:
             proc.terminate()
             proc.wait(timeout=10)
     warm = memory[min(2, len(memory) - 1)]
-    print(
-        f"clients={args.clients} rounds={args.rounds} think={args.think_ms:g} ms calls={stats.calls} in {seconds:.1f} s"
-    )
+    setup = f"clients={args.clients} rounds={args.rounds} think={args.think_ms:g} ms"
+    print(f"{setup} calls={stats.calls} in {seconds:.1f} s")
     print(f"throughput: {stats.calls / seconds:.0f} tool calls/s")
     for op, values in stats.latency.items():
         print(f"{op}: n={len(values)} p50 {pct(values, 0.5):.1f} ms p99 {pct(values, 0.99):.1f} ms")
