@@ -19,8 +19,40 @@ from auditor.tool_io import MAX_DRAFT_CHARS
 
 WORDS = st.sampled_from(
     [
-        *"no not without possible versus pneumothorax effusion heart enlarged normal nodule mass opacity left "
-        "right cannot be excluded is seen . , ; : XXXX İ ß 😀 has resolved clear lungs".split(),
+        *[
+            "no",
+            "not",
+            "without",
+            "possible",
+            "versus",
+            "pneumothorax",
+            "effusion",
+            "heart",
+            "enlarged",
+            "normal",
+            "nodule",
+            "mass",
+            "opacity",
+            "left",
+            "right",
+            "cannot",
+            "be",
+            "excluded",
+            "is",
+            "seen",
+            ".",
+            ",",
+            ";",
+            ":",
+            "XXXX",
+            "İ",
+            "ß",
+            "😀",
+            "has",
+            "resolved",
+            "clear",
+            "lungs",
+        ],
         *["\n", "\u200b", "\x00", "\x1b[31m"],
     ]
 )
