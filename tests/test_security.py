@@ -4,7 +4,6 @@ an output. (The HTTP transport's token and rebinding checks are in test_mcp_tran
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -71,10 +70,6 @@ def test_urls_to_internal_addresses_are_refused(replay_file: Path) -> None:
         async with Client(server) as client:
             for url in urls:
                 message = error_of(await client.call_tool("ground_image", {"image": url}))
-                assert "url_refused" in message or "not_found" in message or "not_an_image" in message, (
-                    url,
-                    message,
-                )
-                assert "passwd" not in json.dumps(message) or "file" in message
+                assert "url_refused" in message, (url, message)
 
     anyio.run(main)
