@@ -39,6 +39,10 @@ def _quiet(_: str) -> None:
     return None
 
 
+def _gate(kind: str, settings: Settings) -> threading.Lock | threading.BoundedSemaphore:
+    return threading.BoundedSemaphore(settings.engine_max_in_flight) if kind == "http" else threading.Lock()
+
+
 class Auditor:
     """The three stages behind one object; the MCP tools, the CLI and the evaluations all use it."""
 
@@ -54,8 +58,10 @@ class Auditor:
         self._reader = reader
         self._fallback: DraftReader | None = None
         self._build_lock = threading.Lock()
-        self._grounder_lock = threading.Lock()
-        self._reader_lock = threading.Lock()
+        # One call at a time into an in-process model; a remote engine takes as many as the client
+        # may have in flight (it queues or batches them itself).
+        self._grounder_lock = _gate(self.settings.grounder, self.settings)
+        self._reader_lock = _gate(self.settings.reader, self.settings)
 
     # ---- backends ----------------------------------------------------------------------------
 
@@ -179,8 +185,19 @@ class Auditor:
         progress: Progress = _quiet,
     ) -> AuditReport:
         """All three stages. An empty draft gives an image-only pass (URGENT only) with a note."""
+        progress("loading the image")
+        return self.audit_loaded(self.load_image(source), draft, context, progress)
+
+    def audit_loaded(
+        self,
+        image: LoadedImage,
+        draft: str = "",
+        context: StudyContext | None = None,
+        progress: Progress = _quiet,
+    ) -> AuditReport:
+        """`audit` for an image already loaded (a caller that also draws it loads it once)."""
         t0 = time.perf_counter()
-        grounding = self.ground(source, progress)
+        grounding = self.ground_loaded(image, progress)
         notes: list[Note] = []
         reading: DraftReading | None = None
         if draft.strip():

@@ -10,43 +10,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from auditor import cli as core
-from auditor.config import ConfigError, load_settings
-
-
-def add_backend_flags(p: argparse.ArgumentParser) -> None:
-    """The configuration flags shared by every command that builds backends."""
-    p.add_argument("--config", help="TOML file with the same keys as the CXR_AUDITOR_* variables")
-    p.add_argument("--grounder", help="hf | http | replay (env CXR_AUDITOR_GROUNDER; default hf)")
-    p.add_argument("--grounder-model", help="hub id or local folder of the image model")
-    p.add_argument("--grounder-url", help="base URL of an OpenAI-compatible engine for the image model")
-    p.add_argument("--replay", help="JSONL of recorded model outputs, for --grounder replay")
-    p.add_argument("--reader", help="auto | rules | hf | http (env CXR_AUDITOR_READER; default auto)")
-    p.add_argument("--reader-model", help="hub id or local folder of the draft reader")
-    p.add_argument("--reader-url", help="base URL of an OpenAI-compatible engine for the draft reader")
-    p.add_argument("--device", help="auto | cpu | cuda")
-    p.add_argument(
-        "--image-root", action="append", dest="image_roots", help="only read local images under here"
-    )
-    p.add_argument("--allow-private-urls", action="store_true", default=None, help="allow loopback/LAN URLs")
+from auditor import cli_flags as flags
+from auditor.config import ConfigError
 
 
 def settings_from(args: argparse.Namespace) -> Any:
-    keys = (
-        "grounder",
-        "grounder_model",
-        "grounder_url",
-        "replay",
-        "reader",
-        "reader_model",
-        "reader_url",
-        "device",
-        "image_roots",
-        "allow_private_urls",
-    )
-    overrides = {k: getattr(args, k, None) for k in keys}
-    if getattr(args, "token", None):
-        overrides["http_token"] = args.token
-    return load_settings(overrides, config_file=args.config)
+    return flags.settings_from(args, {"http_token": args.token} if getattr(args, "token", None) else None)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -92,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = core.build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     p = sub.add_parser("serve", help="run the MCP server (stdio by default, --http for streamable HTTP)")
-    add_backend_flags(p)
+    flags.add_backend_flags(p)
     p.add_argument("--http", action="store_true", help="speak streamable HTTP instead of stdio")
     p.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8765, help="HTTP port (default 8765)")

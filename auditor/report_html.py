@@ -1,0 +1,414 @@
+"""The worklist report: one self-contained static HTML page that a person opens in a browser.
+
+Pure: results in, a string out, no I/O. Self-contained because it is mailed around and opened from
+disk: inline CSS and JS, pictures as ``data:`` URIs, and a Content-Security-Policy that forbids every
+fetch, so the page cannot phone home even if a value in it were crafted to try. Every piece of text
+from a study (ids, drafts, messages) is HTML-escaped. No DICOM header value ever reaches this module:
+the pipeline never carries one. Deterministic apart from the ``generated_at`` line the caller passes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import itertools
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from auditor.labels import HUMAN_NAMES
+from auditor.schema import AuditReport, DraftReading, DraftStatus, Flag, FlagKind, Note
+
+if TYPE_CHECKING:
+    from auditor.overlay import RenderedImage
+
+DISCLAIMER: Final = (
+    "Research and educational QA only. Not a medical device, not a diagnosis, not for clinical use. "
+    "Outputs are frequently wrong: every flag is a request for a qualified reader to look again, and the "
+    "decision always stays with the radiologist."
+)
+KINDS: Final[tuple[FlagKind, ...]] = ("URGENT", "MISSING", "UNSUPPORTED")
+"""Most severe first: the order of badges, filters, and which colour wins where highlights overlap."""
+_KIND_RANK: Final[dict[str, int]] = {k: i for i, k in enumerate(KINDS)}
+_DRAFT_WORDS: Final[dict[DraftStatus, str]] = {
+    "denied": "denied",
+    "denied_by_normal": "called normal",
+    "not_mentioned": "not mentioned",
+    "present": "reported",
+    "uncertain": "hedged",
+    "absent": "denied",
+}
+"""What the draft said, in the words the picture's legend uses, so the row and the picture agree."""
+FILTERS: Final[tuple[tuple[str, str], ...]] = (
+    ("URGENT", "URGENT"),
+    ("MISSING", "MISSING"),
+    ("UNSUPPORTED", "UNSUPPORTED"),
+    ("PARTIAL", "partial check (image-only, or image stage failed)"),
+    ("NONE", "no flags"),
+)
+"""Row tags a reader can show or hide: (tag, label). A row shows when any of its tags is ticked."""
+
+_STYLE: Final = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1b1b1b;
+background:#fafafa}
+header,main,footer{padding:0 18px}
+.disclaimer{margin:0;padding:10px 18px;background:#fff3cd;border-bottom:2px solid #e0b400;font-weight:600}
+h1{font-size:20px;margin:14px 0 4px}
+h2{font-size:17px;margin:22px 0 8px}
+.meta{color:#555;margin:2px 0}
+.totals span{display:inline-block;margin-right:14px}
+#filters{border:1px solid #ccc;border-radius:6px;padding:6px 10px;margin:10px 0;background:#fff}
+#filters label{margin-right:14px;white-space:nowrap;cursor:pointer}
+table{border-collapse:collapse;width:100%;background:#fff}
+th,td{border:1px solid #ddd;padding:6px 8px;vertical-align:top;text-align:left}
+th{background:#eee;position:sticky;top:0;z-index:1}
+tr[hidden]{display:none}
+td.rank{color:#777;width:2.5em}
+td.id{font-family:ui-monospace,Menlo,Consolas,monospace;word-break:break-all;max-width:12em}
+td.draft{max-width:30em;white-space:pre-wrap}
+td.picture img{display:block;max-width:384px;height:auto;background:#111}
+ul.flags{list-style:none;margin:0;padding:0}
+ul.flags li{margin:0 0 6px;padding:3px 6px;border-left:5px solid;border-radius:3px}
+.badge{display:inline-block;font-weight:700;font-size:12px;padding:0 5px;border-radius:3px;margin-right:4px}
+.rule{color:#666;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
+.msg{color:#333;font-size:13px}
+.status{font-size:13px;margin-bottom:6px}
+.status.degraded{color:#9b0000;font-weight:700}
+.clean{color:#2b6e2b}
+li.k-urgent,mark.k-urgent{border-color:#e61e1e;background:#fde2e2}
+li.k-missing,mark.k-missing{border-color:#ff8c00;background:#ffe9cc}
+li.k-unsupported,mark.k-unsupported{border-color:#a060f0;background:#eee0ff}
+.badge.k-urgent{background:#e61e1e;color:#fff}
+.badge.k-missing{background:#ff8c00;color:#000}
+.badge.k-unsupported{background:#be78ff;color:#000}
+mark{padding:0 1px;border-bottom:2px solid;color:inherit}
+details{font-size:12px;color:#444}
+details code{color:#000}
+.empty{color:#777;font-style:italic}
+#failed td.code{font-family:ui-monospace,Menlo,Consolas,monospace}
+footer{color:#666;font-size:12px;margin:20px 0}
+"""
+
+_SCRIPT: Final = """
+(function () {
+  "use strict";
+  var boxes = Array.prototype.slice.call(document.querySelectorAll("#filters input[type=checkbox]"));
+  var rows = Array.prototype.slice.call(document.querySelectorAll("#studies tbody tr"));
+  var shown = document.getElementById("shown");
+  function apply() {
+    var on = {};
+    boxes.forEach(function (box) { on[box.value] = box.checked; });
+    var count = 0;
+    rows.forEach(function (row) {
+      var visible = row.getAttribute("data-tags").split(" ").some(function (tag) { return on[tag]; });
+      row.hidden = !visible;
+      if (visible) { count += 1; }
+    });
+    if (shown) { shown.textContent = String(count); }
+  }
+  boxes.forEach(function (box) { box.addEventListener("change", apply); });
+  apply();
+})();
+"""
+
+
+def _csp_hash(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
+
+
+CSP: Final = (
+    "default-src 'none'; img-src data:; "
+    f"style-src {_csp_hash(_STYLE)}; script-src {_csp_hash(_SCRIPT)}; "
+    "base-uri 'none'; form-action 'none'"
+)
+"""Only our own inline style and script run, only data: images load: nothing can reach a network."""
+
+
+@dataclass(frozen=True)
+class StudyFailure:
+    """Why a study produced no audit: a stable snake_case code and a message for people."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """One worklist study as the page shows it: an audit (with its picture, if drawn) or a failure."""
+
+    id: str
+    report: AuditReport | None = None
+    error: StudyFailure | None = None
+    picture: RenderedImage | None = None
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _css_kind(kind: str) -> str:
+    return "k-" + kind.lower()
+
+
+# ---- ordering and tags -----------------------------------------------------------------------------
+
+
+def _kinds(report: AuditReport) -> set[FlagKind]:
+    return {f.kind for f in report.comparison.flags}
+
+
+def is_partial(report: AuditReport) -> bool:
+    """Less than a full comparison was made: the row must not read as a clean result."""
+    return report.comparison.mode != "full"
+
+
+def row_tags(report: AuditReport) -> list[str]:
+    """The filter tags of one row (see FILTERS), in FILTERS order."""
+    kinds = _kinds(report)
+    tags: list[str] = [k for k in KINDS if k in kinds]
+    if is_partial(report):
+        tags.append("PARTIAL")
+    if not kinds:
+        tags.append("NONE")
+    return tags
+
+
+def sort_key(index: int, report: AuditReport) -> tuple[int, int, int, int]:
+    """URGENT first, then more flags, then partial checks before clean ones, then worklist order."""
+    flags = report.comparison.flags
+    urgent = any(f.kind == "URGENT" for f in flags)
+    return (0 if urgent else 1, -len(flags), 0 if is_partial(report) else 1, index)
+
+
+# ---- the draft with its flagged spans ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Span:
+    start: int
+    end: int
+    kind: FlagKind
+    label: str
+
+
+def _flag_spans(draft: str, flags: Iterable[Flag]) -> list[_Span]:
+    """Every draft span that produced a flag; a span that does not match the draft is skipped
+    (the contracts guarantee it matches; this keeps a hand-edited result from breaking the page)."""
+    spans = []
+    for flag in flags:
+        for m in flag.draft_evidence:
+            if 0 <= m.start < m.end <= len(draft) and draft[m.start : m.end] == m.span:
+                spans.append(_Span(m.start, m.end, flag.kind, HUMAN_NAMES[flag.label]))
+    return spans
+
+
+def highlight_draft(draft: str, flags: Sequence[Flag]) -> str:
+    """The draft as HTML: escaped text, with each span that produced a flag wrapped in
+    ``<mark class="k-<kind>">`` (the most severe kind where spans of several flags overlap)."""
+    spans = _flag_spans(draft, flags)
+    cuts = sorted({0, len(draft), *(s.start for s in spans), *(s.end for s in spans)})
+    parts = []
+    for a, b in itertools.pairwise(cuts):
+        covering = [s for s in spans if s.start <= a and b <= s.end]
+        text = _e(draft[a:b])
+        if not covering:
+            parts.append(text)
+            continue
+        kinds = [k for k in KINDS if any(s.kind == k for s in covering)]
+        ordered = sorted({(_KIND_RANK[s.kind], s.kind, s.label) for s in covering})
+        title = "; ".join(f"{kind} {label}" for _, kind, label in ordered)
+        parts.append(
+            f'<mark class="{_css_kind(kinds[0])}" data-kinds="{" ".join(kinds)}" title="{_e(title)}">'
+            f"{text}</mark>"
+        )
+    return "".join(parts)
+
+
+# ---- cells -------------------------------------------------------------------------------------------
+
+
+def _status_line(report: AuditReport) -> str:
+    """Say plainly when less than a full comparison was made, so an empty flag list is not read as
+    agreement (the same words as the picture's legend)."""
+    comparison = report.comparison
+    if comparison.mode == "no_image":
+        return (
+            '<div class="status degraded">Image stage failed: no usable findings. Not a clean result: '
+            "review this study without the tool.</div>"
+        )
+    if comparison.mode == "image_only":
+        codes = {n.code for n in [*comparison.notes, *report.notes]}
+        why = (
+            "no draft given"
+            if codes & {"no_draft_image_only", "draft_empty_image_only"}
+            else "draft not read"
+        )
+        return f'<div class="status degraded">Image-only pass ({why}): only URGENT was checked.</div>'
+    if not comparison.flags:
+        return '<div class="status clean">Full comparison: no flags raised.</div>'
+    return '<div class="status">Full comparison.</div>'
+
+
+def _flag_item(flag: Flag) -> str:
+    name = HUMAN_NAMES[flag.label]
+    draft = "" if flag.kind == "UNSUPPORTED" else f" (draft: {_DRAFT_WORDS[flag.draft_status]})"
+    return (
+        f'<li class="{_css_kind(flag.kind)}"><span class="badge {_css_kind(flag.kind)}">{flag.kind}</span>'
+        f'{_e(name)}{draft} <span class="rule">{_e(flag.rule_id)}</span>'
+        f'<div class="msg">{_e(flag.message)}</div></li>'
+    )
+
+
+def _flags_cell(report: AuditReport) -> str:
+    items = "".join(_flag_item(f) for f in report.comparison.flags)
+    return _status_line(report) + (f'<ul class="flags">{items}</ul>' if items else "")
+
+
+def _draft_cell(reading: DraftReading | None, flags: Sequence[Flag]) -> str:
+    if reading is None or not reading.draft.strip():
+        return '<span class="empty">(no draft: image-only pass)</span>'
+    return highlight_draft(reading.draft, flags)
+
+
+def _picture_cell(study: StudyResult) -> str:
+    pic = study.picture
+    if pic is None:
+        return '<span class="empty">(no picture)</span>'
+    data = base64.b64encode(pic.data).decode("ascii")
+    return (
+        f'<img src="data:{_e(pic.mime_type)};base64,{data}" width="{pic.width}" height="{pic.height}" '
+        f'alt="Study {_e(study.id)}: image findings and flags drawn on the radiograph" decoding="async">'
+    )
+
+
+def _all_notes(report: AuditReport) -> list[Note]:
+    notes = [*report.notes, *report.comparison.notes]
+    if report.grounding is not None:
+        notes += report.grounding.notes
+    if report.reading is not None:
+        notes += report.reading.notes
+    return notes
+
+
+def _notes_cell(report: AuditReport) -> str:
+    notes = _all_notes(report)
+    if not notes:
+        return ""
+    items = "".join(f"<li><code>{_e(n.code)}</code> {_e(n.message)}</li>" for n in notes)
+    return f"<details><summary>notes ({len(notes)})</summary><ul>{items}</ul></details>"
+
+
+def _row(rank: int, study: StudyResult, report: AuditReport) -> str:
+    flags = report.comparison.flags
+    return (
+        f'<tr data-tags="{" ".join(row_tags(report))}" data-flags="{len(flags)}">'
+        f'<td class="rank">{rank}</td><td class="id">{_e(study.id)}</td>'
+        f'<td class="flags">{_flags_cell(report)}</td>'
+        f'<td class="draft">{_draft_cell(report.reading, flags)}</td>'
+        f'<td class="picture">{_picture_cell(study)}</td>'
+        f'<td class="notes">{_notes_cell(report)}</td></tr>'
+    )
+
+
+# ---- sections ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Totals:
+    studies: int
+    audited: int
+    failed: int
+    urgent_studies: int
+    flags: Counter[str]
+
+
+def _totals(results: Sequence[StudyResult]) -> _Totals:
+    reports = [r.report for r in results if r.report is not None]
+    flags: Counter[str] = Counter(f.kind for rep in reports for f in rep.comparison.flags)
+    urgent = sum(1 for rep in reports if "URGENT" in _kinds(rep))
+    return _Totals(len(results), len(reports), len(results) - len(reports), urgent, flags)
+
+
+def _header(totals: _Totals, *, title: str, source: str | None, generated_at: str) -> str:
+    flags = ", ".join(f"{totals.flags.get(k, 0)} {k}" for k in KINDS)
+    failed = f'<a href="#failed">{totals.failed} not audited</a>' if totals.failed else "0 not audited"
+    src = f'<p class="meta">Worklist: <code>{_e(source)}</code></p>' if source else ""
+    return (
+        f'<p class="disclaimer" id="disclaimer">{_e(DISCLAIMER)}</p><header><h1>{_e(title)}</h1>{src}'
+        f'<p class="meta" id="generated">Generated {_e(generated_at)}</p>'
+        f'<p class="totals"><span>{totals.studies} studies</span><span>{totals.audited} audited</span>'
+        f"<span>{failed}</span><span>{totals.urgent_studies} with URGENT flags</span>"
+        f"<span>flags: {flags}</span></p></header>"
+    )
+
+
+def _filters(shown: int) -> str:
+    boxes = "".join(
+        f'<label><input type="checkbox" value="{tag}" checked> {_e(text)}</label>' for tag, text in FILTERS
+    )
+    return (
+        f'<fieldset id="filters"><legend>Show studies with</legend>{boxes}'
+        f' <span class="meta">showing <b id="shown">{shown}</b></span></fieldset>'
+    )
+
+
+def _studies_table(results: Sequence[StudyResult]) -> str:
+    audited = [(i, r, r.report) for i, r in enumerate(results) if r.report is not None]
+    audited.sort(key=lambda t: sort_key(t[0], t[2]))
+    rows = "".join(_row(rank, study, rep) for rank, (_, study, rep) in enumerate(audited, start=1))
+    if not rows:
+        return '<h2>Audited studies</h2><p class="empty">No study was audited.</p>'
+    return (
+        "<h2>Audited studies</h2>"
+        + _filters(len(audited))
+        + '<table id="studies"><thead><tr><th>#</th><th>Study</th><th>Flags</th><th>Draft</th>'
+        "<th>Picture</th><th>Notes</th></tr></thead><tbody>" + rows + "</tbody></table>"
+    )
+
+
+def _failed_row(ident: str, error: StudyFailure) -> str:
+    return (
+        f'<tr><td class="id">{_e(ident)}</td><td class="code">{_e(error.code)}</td>'
+        f"<td>{_e(error.message)}</td></tr>"
+    )
+
+
+def _failed_table(results: Sequence[StudyResult]) -> str:
+    failed = [r for r in results if r.report is None]
+    if not failed:
+        return ""
+    rows = "".join(_failed_row(r.id, r.error or StudyFailure("unknown", "no result")) for r in failed)
+    return (
+        f'<section id="failed"><h2>Not audited ({len(failed)})</h2>'
+        "<p>These studies produced no result: review them without the tool.</p>"
+        "<table><thead><tr><th>Study</th><th>Reason</th><th>Message</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table></section>"
+    )
+
+
+def render_report(
+    results: Sequence[StudyResult],
+    *,
+    generated_at: str,
+    title: str = "CXR Draft Auditor: worklist report",
+    source: str | None = None,
+) -> str:
+    """The whole page. ``results`` in worklist order; the table is re-sorted (URGENT first, then by
+    number of flags), and failed studies are listed below it with their error."""
+    totals = _totals(results)
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<meta name="referrer" content="no-referrer"><link rel="icon" href="data:,">'
+        f"<title>{_e(title)}</title><style>{_STYLE}</style></head><body>"
+        + _header(totals, title=title, source=source, generated_at=generated_at)
+        + "<main>"
+        + _studies_table(results)
+        + _failed_table(results)
+        + "</main>"
+        + f"<footer>{_e(DISCLAIMER)}</footer>"
+        + f"<script>{_SCRIPT}</script></body></html>\n"
+    )

@@ -1,0 +1,205 @@
+"""The worklist report as a pure function: escaping, highlighted spans, ordering, self-containment (a
+CSP that matches the inline code, no external references) and determinism. The browser check is in
+test_report_html_browser.py."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+
+import pytest
+from PIL import Image
+
+from auditor.compare import compare
+from auditor.draft_rules import read_draft
+from auditor.labels import Label
+from auditor.overlay import RenderedImage, render_findings
+from auditor.report_html import (
+    DISCLAIMER,
+    StudyFailure,
+    StudyResult,
+    highlight_draft,
+    render_report,
+    row_tags,
+)
+from auditor.schema import (
+    AuditReport,
+    Box,
+    DraftMention,
+    Flag,
+    Grounding,
+    ImageFinding,
+    ModelInfo,
+    ParseOutcome,
+)
+
+MODEL = ModelInfo(backend="test", model_id="test")
+PTX = ImageFinding(label=Label.PNEUMOTHORAX, box=Box(x0=0.55, y0=0.1, x1=0.9, y1=0.45))
+HEART = ImageFinding(label=Label.CARDIOMEGALY, box=Box(x0=0.3, y0=0.45, x1=0.75, y1=0.8))
+
+
+def grounding(*findings: ImageFinding, failed: bool = False) -> Grounding:
+    outcome = ParseOutcome.FAILED if failed else ParseOutcome.CLEAN
+    return Grounding(findings=list(findings), outcome=outcome, model=MODEL)
+
+
+def audit(g: Grounding, draft: str) -> AuditReport:
+    reading = read_draft(draft) if draft.strip() else None
+    return AuditReport(grounding=g, reading=reading, comparison=compare(g, reading))
+
+
+def picture(g: Grounding, report: AuditReport) -> RenderedImage:
+    image = Image.linear_gradient("L").resize((200, 240))
+    return render_findings(image, g, report.comparison, max_side=128, image_format="JPEG", max_bytes=20_000)
+
+
+@pytest.fixture(scope="module")
+def results() -> list[StudyResult]:
+    """In worklist order: clean, unsupported, urgent+missing, image-only urgent, failed grounding, error."""
+    cases = [
+        ("clean", grounding(HEART), "Cardiomegaly."),
+        ("unsupported", grounding(), "Small right pleural effusion."),
+        (
+            '<img src=x onerror="alert(1)">',
+            grounding(PTX, HEART),
+            "Cardiomegaly is present. No pneumothorax.",
+        ),
+        ("image-only", grounding(PTX), ""),
+        ("garbled", grounding(failed=True), "No acute disease <script>alert(2)</script>."),
+    ]
+    out = []
+    for ident, g, draft in cases:
+        report = audit(g, draft)
+        out.append(StudyResult(ident, report=report, picture=picture(g, report)))
+    out.append(StudyResult("gone & lost", error=StudyFailure("not_found", "no such file: /x/<y>.png")))
+    return out
+
+
+def page(results: list[StudyResult], when: str = "2024-01-01T00:00:00+00:00") -> str:
+    return render_report(results, generated_at=when, source="day.csv")
+
+
+def row_ids(html_text: str) -> list[str]:
+    return re.findall(
+        r'<tr data-tags="[^"]*" data-flags="\d+"><td class="rank">\d+</td><td class="id">([^<]*)<', html_text
+    )
+
+
+def test_rows_sorted_urgent_first_then_by_flags(results: list[StudyResult]) -> None:
+    assert row_ids(page(results)) == [
+        "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;",  # URGENT + MISSING
+        "image-only",  # URGENT, partial
+        "unsupported",  # 1 flag
+        "garbled",  # no flags, image stage failed: before the clean one
+        "clean",
+    ]
+
+
+def test_everything_from_a_study_is_escaped(results: list[StudyResult]) -> None:
+    text = page(results)
+    assert text.count("<script>") == 1 and text.count("<script") == 1, "only our own script"
+    assert "<img src=x" not in text and "alert(2)</script>" not in text
+    assert "No acute disease &lt;script&gt;alert(2)&lt;/script&gt;." in text
+    assert "gone &amp; lost" in text and "no such file: /x/&lt;y&gt;.png" in text
+
+
+def test_self_contained_with_a_csp_that_matches_the_inline_code(results: list[StudyResult]) -> None:
+    text = page(results)
+    refs = re.findall(r'\b(?:src|href|action|poster|srcset)="([^"]*)"', text)
+    assert refs and all(r.startswith(("data:", "#")) for r in refs), [r[:40] for r in refs]
+    assert "url(" not in text and "@import" not in text
+    csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', text)
+    assert csp is not None and "default-src 'none'" in csp.group(1)
+    for tag in ("style", "script"):
+        body = re.search(rf"<{tag}>(.*?)</{tag}>", text, re.S)
+        assert body is not None
+        digest = base64.b64encode(hashlib.sha256(body.group(1).encode()).digest()).decode()
+        assert f"{tag}-src 'sha256-{digest}'" in csp.group(1)
+
+
+def test_disclaimer_first_and_failures_listed(results: list[StudyResult]) -> None:
+    text = page(results)
+    body = text[text.index("<body>") + len("<body>") :]
+    assert body.startswith('<p class="disclaimer" id="disclaimer">')
+    assert "not a diagnosis" in DISCLAIMER
+    failed = text[text.index('<section id="failed">') :]
+    assert "Not audited (1)" in failed and "not_found" in failed and "gone &amp; lost" in failed
+    assert "6 studies" in text and "5 audited" in text and "2 with URGENT flags" in text
+    assert "flags: 2 URGENT, 1 MISSING, 1 UNSUPPORTED" in text
+
+
+def test_pictures_inline_as_data_uris(results: list[StudyResult]) -> None:
+    text = page(results)
+    uris = re.findall(r'<img src="data:image/jpeg;base64,([^"]+)" width="(\d+)" height="(\d+)"', text)
+    assert len(uris) == 5
+    assert all(base64.b64decode(data).startswith(b"\xff\xd8\xff") for data, _, _ in uris)
+
+
+def test_deterministic_apart_from_the_generated_line(results: list[StudyResult]) -> None:
+    a, b = page(results, "2024-01-01T00:00:00+00:00"), page(results, "2031-12-31T23:59:59+00:00")
+    assert a != b
+    gen = re.compile(r'<p class="meta" id="generated">Generated [^<]*</p>')
+    assert gen.sub("", a) == gen.sub("", b)
+    assert page(results) == page(results)
+
+
+def test_row_tags_drive_the_filters(results: list[StudyResult]) -> None:
+    tags = {r.id: row_tags(r.report) for r in results if r.report is not None}
+    assert tags == {
+        "clean": ["NONE"],
+        "unsupported": ["UNSUPPORTED"],
+        '<img src=x onerror="alert(1)">': ["URGENT", "MISSING"],
+        "image-only": ["URGENT", "PARTIAL"],
+        "garbled": ["PARTIAL", "NONE"],
+    }
+
+
+def test_flagged_spans_are_marked_by_kind(results: list[StudyResult]) -> None:
+    report = results[2].report
+    assert report is not None and report.reading is not None
+    html_text = highlight_draft(report.reading.draft, report.comparison.flags)
+    assert html_text == (
+        'Cardiomegaly is present. No <mark class="k-urgent" data-kinds="URGENT MISSING" '
+        'title="URGENT pneumothorax; MISSING pneumothorax">pneumothorax</mark>.'
+    )
+    unsupported = results[1].report
+    assert unsupported is not None and unsupported.reading is not None
+    assert '<mark class="k-unsupported"' in highlight_draft(
+        unsupported.reading.draft, unsupported.comparison.flags
+    )
+
+
+def test_overlapping_spans_split_and_bad_spans_are_skipped() -> None:
+    draft = "a <b> & effusion"
+
+    def mention(start: int, end: int) -> DraftMention:
+        return DraftMention(
+            label=Label.PLEURAL_EFFUSION, status="present", span=draft[start:end], start=start, end=end
+        )
+
+    def flag(kind: str, *mentions: DraftMention) -> Flag:
+        return Flag(
+            kind=kind,
+            label=Label.PLEURAL_EFFUSION,
+            rule_id="x",
+            draft_status="present",
+            message="m",
+            draft_evidence=list(mentions),
+        )
+
+    wrong = DraftMention(label=Label.PLEURAL_EFFUSION, status="present", span="zz", start=0, end=2)
+    out = highlight_draft(draft, [flag("UNSUPPORTED", mention(2, 7)), flag("MISSING", mention(6, 16), wrong)])
+    assert out == (
+        'a <mark class="k-unsupported" data-kinds="UNSUPPORTED" title="UNSUPPORTED pleural effusion">'
+        "&lt;b&gt; </mark>"
+        '<mark class="k-missing" data-kinds="MISSING UNSUPPORTED" '
+        'title="MISSING pleural effusion; UNSUPPORTED pleural effusion">&amp;</mark>'
+        '<mark class="k-missing" data-kinds="MISSING" title="MISSING pleural effusion"> effusion</mark>'
+    )
+
+
+def test_empty_and_all_failed() -> None:
+    assert "No study was audited" in render_report([], generated_at="t")
+    only_failed = render_report([StudyResult("a", error=StudyFailure("not_found", "gone"))], generated_at="t")
+    assert "Not audited (1)" in only_failed and 'id="studies"' not in only_failed
