@@ -78,7 +78,7 @@ _BIG_HEART: Final = re.compile(
 _HEART_NORMAL: Final = re.compile(
     r"\b(?:normal(?:-|\s+)(?:sized?\s+)?" + _HEART + r"|" + _HEART + r"(?:\s+and\s+(?:mediastinal\s+)?"
     r"(?:contours?|mediastinum|silhouettes?))?\s+(?:(?:is|are|appears?|remains?|was)\s+)?(?:(?:of|at|the|near)\s+)*"
-    r"(?:normal|within\s+normal\s+limits|unremarkable|upper\s+limits?\s+of\s+normal|top(?:-|\s+)normal))",
+    r"(?:normal|within\s+normal\s+limits|unremarkable|upper\s+limits?\s+(?:of\s+)?normal|(?:top|upper|high)(?:-|\s+)normal))",
     _F,
 )
 _GAP_VETO: Final = re.compile(r"\b(?:normal|aort\w*|mediastin\w*|pulmonary|hil\w+|vessels?|arter\w+)\b", _F)
@@ -134,6 +134,10 @@ _POST_HEDGE: Final = re.compile(
     r"(?:excluded|ruled\s+out)|not\s+(?:be\s+)?(?:excluded|ruled\s+out)|(?:is|are)\s+(?:possible|suspected"
     r"|questioned|questionable|a\s+possibility)|suspected)\b|\s*,?\s*(?P<vs>versus|vs)\b",
     _F,
+)
+# A structured line: "Pneumothorax: none." The colon ends the clause, so this is checked on its own.
+_STRUCTURED_NEG: Final = re.compile(
+    r"[ \t]*:[ \t]*(?P<cue>none|negative|absent|no|not\s+(?:seen|present|identified))\b"
 )
 _SIDE: Final = re.compile(r"\b(left|right|bilateral(?:ly)?|both|bibasilar|bibasal|bilat)\b", _F)
 
@@ -234,6 +238,8 @@ def _status(low: str, hit: _Hit, clause_lo: int, clause_hi: int) -> _Status:
         # only a cue right before the construction governs it ("no enlarged heart", "possibly enlarged")
         before = _pre_cue(low, max(clause_lo, hit.start - 12), hit.start)
         return before if before is not None else ("present", hit.start, hit.start)
+    if (m := _STRUCTURED_NEG.match(low, hit.end)) is not None:
+        return "absent", m.start("cue"), m.end("cue")
     pre = _pre_cue(low, clause_lo, hit.start)
     if pre is not None:
         return pre

@@ -40,6 +40,7 @@ CASES: list[tuple[str, str, dict[Label, str]]] = [
     ("not-seen", "A pneumothorax is not seen.", {P: "absent"}),
     ("resolved", "The left pleural effusion has resolved.", {E: "absent"}),
     ("not-identified", "Pleural effusion is not identified.", {E: "absent"}),
+    ("structured-none", "Pneumothorax: none. Effusion: small.", {P: "absent", E: "present"}),
     # one negation over a list
     (
         "list",
