@@ -201,6 +201,10 @@ def main() -> None:
     )
     for line in stats.errors[:5]:
         print("  ", line)
+    quarters = [
+        memory[min(len(memory) - 1, int(q * (len(memory) - 1)))] / 1024 for q in (0.25, 0.5, 0.75, 1.0)
+    ]
+    print("server RSS at 25/50/75/100% of the run: " + ", ".join(f"{m:.0f}" for m in quarters) + " MiB")
     print(
         f"server RSS: start {memory[0] / 1024:.0f} MiB, after warm-up {warm / 1024:.0f} MiB, "
         f"end {memory[-1] / 1024:.0f} MiB, max {max(memory) / 1024:.0f} MiB, "

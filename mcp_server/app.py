@@ -57,6 +57,19 @@ def _error_message(exc: Exception) -> str:
     return f"internal error ({type(exc).__name__}); the server is still serving"
 
 
+_WORKER_THREADS = 4
+_limiter: anyio.CapacityLimiter | None = None
+
+
+def _workers() -> anyio.CapacityLimiter:
+    """A few worker threads for all tool calls: models are serialised anyway, and each extra thread
+    costs memory (decoded images, allocator arenas) without adding throughput on a small machine."""
+    global _limiter
+    if _limiter is None:
+        _limiter = anyio.CapacityLimiter(_WORKER_THREADS)
+    return _limiter
+
+
 async def _run(ctx: Context | None, work: Callable[[Callable[[str], None]], T], steps: int) -> T:
     """Run sync work in a thread; its progress callback becomes MCP progress notifications."""
     done = 0
@@ -70,7 +83,9 @@ async def _run(ctx: Context | None, work: Callable[[Callable[[str], None]], T], 
                 anyio.from_thread.run(ctx.report_progress, min(done, steps), steps, message)
 
     try:
-        return await anyio.to_thread.run_sync(lambda: work(progress), abandon_on_cancel=True)
+        return await anyio.to_thread.run_sync(
+            lambda: work(progress), abandon_on_cancel=True, limiter=_workers()
+        )
     except ToolError:
         raise
     except Exception as exc:
