@@ -112,16 +112,28 @@ def _batch_item(line_no: int, line: str, read: Callable[[str], BaseModel]) -> di
     return {"id": ident, **reading.model_dump(mode="json")}
 
 
+def _write_batch(args: argparse.Namespace, read: Callable[[str], BaseModel]) -> None:
+    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
+    try:
+        for line_no, line in _batch_lines(args.batch):
+            print(json.dumps(_batch_item(line_no, line, read)), file=out, flush=False)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+
+
 def cmd_parse_draft(args: argparse.Namespace) -> int:
     read = _reader(args.reader)
     if args.batch:
-        out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
         try:
-            for line_no, line in _batch_lines(args.batch):
-                print(json.dumps(_batch_item(line_no, line, read)), file=out, flush=False)
-        finally:
-            if out is not sys.stdout:
-                out.close()
+            _write_batch(args, read)
+        except OSError as exc:
+            if isinstance(exc, BrokenPipeError):
+                raise
+            where = args.out or "stdout"
+            raise CliError(
+                f"{where}: cannot write ({exc.strerror or exc}); the lines before it are kept"
+            ) from None
         return 0
     if args.file:
         text = _read_text(args.file)
@@ -244,6 +256,9 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> i
         _fail(str(exc))
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # a disk that cannot be written (or read): one line, not a traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        _fail(f"{where}{exc.strerror or exc} (what was already written is kept)")
     return code
 
 
