@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TextIO
 
 from pydantic import ValidationError
 
-from auditor.cli import CliError, emit
+from auditor.cli import CliError, emit, read_text
 from auditor.cli_flags import add_backend_flags
 from auditor.report_html import KINDS, StudyFailure, StudyResult, render_report
 from auditor.schema import AuditReport, StudyContext
@@ -93,23 +93,6 @@ class _BadField(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.failure = StudyFailure(code, message)
-
-
-def _worklist_text(path: Path) -> str:
-    """The worklist as text; unreadable or non-UTF-8 input is a CliError naming file (and line)."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CliError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise CliError(f"{path}: is a directory, not a worklist") from None
-    except OSError as exc:
-        raise CliError(f"{path}: cannot read ({exc.strerror})") from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise CliError(f"{path}:{line}: not UTF-8 text") from None
 
 
 def _is_jsonl(path: Path, text: str) -> bool:
@@ -287,7 +270,7 @@ def read_worklist(path: Path) -> list[Study]:
     """Read and check a CSV or JSONL worklist. Structural problems (unreadable file, bad header,
     invalid JSON line, missing id, duplicate ids) raise CliError naming file:line; a bad field of one
     study (age, view, draft, image) stays with that study."""
-    text = _worklist_text(path)
+    text = read_text(path, "worklist")
     records = _jsonl_records(path, text) if _is_jsonl(path, text) else _csv_records(path, text)
     studies = [_study(path, line, record) for line, record in records]
     _check_unique(path, studies)

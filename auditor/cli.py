@@ -33,21 +33,26 @@ def emit(obj: BaseModel | dict[str, Any], out: TextIO | None = None) -> None:
     print(text, file=out or sys.stdout)
 
 
-def _read_text(path: str) -> str:
+def read_text(path: str | Path, what: str = "file") -> str:
+    """A UTF-8 text file (a BOM is dropped); any failure is a CliError naming the file, and the line
+    for text that is not UTF-8."""
     try:
-        return Path(path).read_text(encoding="utf-8")
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise CliError(f"{path}: no such file") from None
     except IsADirectoryError:
-        raise CliError(f"{path}: is a directory, not a file") from None
-    except UnicodeDecodeError:
-        raise CliError(f"{path}: not UTF-8 text") from None
+        raise CliError(f"{path}: is a directory, not a {what}") from None
     except OSError as exc:
         raise CliError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise CliError(f"{path}:{line}: not UTF-8 text") from None
 
 
 def _load_model(path: str, model: type[M], what: str) -> M:
-    text = _read_text(path)
+    text = read_text(path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -136,7 +141,7 @@ def cmd_parse_draft(args: argparse.Namespace) -> int:
             ) from None
         return 0
     if args.file:
-        text = _read_text(args.file)
+        text = read_text(args.file)
     elif args.text is not None:
         text = args.text
     else:
