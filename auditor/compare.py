@@ -36,8 +36,6 @@ RULE_UNSUPPORTED = "UNSUPPORTED.asserted"
 RULE_UNSUPPORTED_HEDGED = "UNSUPPORTED.hedged"
 RULE_URGENT = "URGENT.on_image"
 
-_KIND_RANK: dict[FlagKind, int] = {"URGENT": 0, "MISSING": 1, "UNSUPPORTED": 2}
-_STATUS_RANK = {"present": 2, "uncertain": 1, "absent": 0}
 PEDIATRIC_AGE_YEARS = 18
 _DEFAULT_POLICY = Policy()
 
@@ -90,9 +88,14 @@ def _message(kind: FlagKind, label: Label, status: DraftStatus, boxes: int) -> s
 
 
 def _draft_status(mentions: list[DraftMention]) -> MentionStatus | None:
-    if not mentions:
-        return None
-    return max((m.status for m in mentions), key=_STATUS_RANK.__getitem__)
+    """The most assertive status among a label's mentions (present > uncertain > absent)."""
+    best: MentionStatus | None = None
+    for m in mentions:
+        if m.status == "present":
+            return "present"
+        if best is None or m.status == "uncertain":
+            best = m.status
+    return best
 
 
 def _context_notes(context: StudyContext | None) -> list[Note]:
@@ -227,8 +230,9 @@ def compare(
         return construct_trusted(Comparison, flags=[], mode="no_image", policy=policy, notes=notes)
 
     by_label = _group_findings(grounding.findings)
-    urgent: list[Flag] = []
-    flags: list[Flag] = []  # MISSING and UNSUPPORTED, in label order
+    urgent: list[Flag] = []  # each list is filled in label order, so their concatenation is the order
+    missing: list[Flag] = []
+    unsupported: list[Flag] = []
     image_only = reading is None or reading.failed
     mentions = {} if image_only or reading is None else _group_mentions(reading.mentions)
     normal = [m for m in mentions.get(Label.NO_FINDING, []) if m.status == "present"]
@@ -243,9 +247,9 @@ def compare(
             seen: DraftStatus = "not_mentioned" if status is None else status
             urgent.append(_flag("URGENT", label, RULE_URGENT, seen, found, said))
         if not image_only and (flag := _judge_label(label, status, found, said, normal, policy)) is not None:
-            flags.append(flag)
+            (missing if flag.kind == "MISSING" else unsupported).append(flag)
 
-    flags = urgent + sorted(flags, key=lambda f: _KIND_RANK[f.kind])  # stable: label order kept
+    flags = urgent + missing + unsupported
     if image_only:
         notes.insert(0, _image_only_note(reading))
     mode = "image_only" if image_only else "full"
