@@ -53,7 +53,8 @@ class Settings:
     grounder_api_model: str | None = None
     reader_api_model: str | None = None
     api_key: str | None = field(default=None, repr=False)
-    engine_timeout_s: float = 60.0
+    engine_timeout_s: float = 50.0
+    engine_deadline_s: float = 55.0
     engine_retries: int = 3
     engine_max_in_flight: int = 4
     image_roots: tuple[Path, ...] = ()
@@ -73,8 +74,9 @@ class Settings:
         for key in ("reader_reasoning_budget", "engine_retries"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must not be negative, got {getattr(self, key)!r}")
-        if not self.engine_timeout_s > 0:
-            raise ConfigError(f"engine_timeout_s must be positive, got {self.engine_timeout_s!r}")
+        for key in ("engine_timeout_s", "engine_deadline_s"):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"{key} must be positive, got {getattr(self, key)!r}")
         for key in ("grounder_prompt", "reader_prompt"):
             path = getattr(self, key)
             if path is not None and not path.is_file():
@@ -117,7 +119,7 @@ _INTS: Final = frozenset(
         "engine_max_in_flight",
     }
 )
-_FLOATS: Final = frozenset({"box_scale", "engine_timeout_s"})
+_FLOATS: Final = frozenset({"box_scale", "engine_timeout_s", "engine_deadline_s"})
 _BOOLS: Final = frozenset({"allow_private_urls", "reader_reasoning"})
 
 

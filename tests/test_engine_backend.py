@@ -299,6 +299,23 @@ def test_persistent_503_is_engine_error_after_exactly_one_plus_retries(engine: F
     assert g.state().loaded is False
 
 
+def test_retries_stop_at_the_overall_deadline(engine: FakeEngine) -> None:
+    """Retry-After asks for 10 s; with a 1 s deadline for the whole request the client gives up at
+    once instead of sleeping past what an MCP client will wait."""
+    engine.default = Reply(status=503, body="busy", headers={"Retry-After": "10"})
+    t0 = time.perf_counter()
+    raises("engine_error", lambda: grounder(engine.url, retries=5, deadline_s=1.0).ground(loaded()))
+    assert time.perf_counter() - t0 < 2.0
+    assert len(engine.posts()) == 1
+
+
+def test_each_attempt_gets_only_the_time_left(engine: FakeEngine) -> None:
+    engine.default = Reply(delay=3.0, body=chat(FINDINGS).body)
+    t0 = time.perf_counter()
+    raises("engine_timeout", lambda: grounder(engine.url, timeout_s=30, deadline_s=0.6).ground(loaded()))
+    assert time.perf_counter() - t0 < 1.5
+
+
 def test_4xx_is_not_retried(engine: FakeEngine) -> None:
     engine.default = Reply(status=404, body={"error": {"message": "The model `x` does not exist."}})
     error = raises("engine_error", lambda: grounder(engine.url, retries=3).ground(loaded()))

@@ -83,8 +83,12 @@ class EngineClient:
         max_in_flight: int = 4,
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 8.0,
+        deadline_s: float | None = None,
     ) -> None:
         self.base_url = normalize_base_url(base_url)
+        # One logical request (all attempts, waits and Retry-After pauses) never outlives this, so a
+        # client such as Claude Desktop (which abandons a call after ~60 s) gets an answer in time.
+        self.deadline_s = deadline_s if deadline_s is not None else timeout_s
         self.model = model
         self.retries = retries
         self.backoff_base_s = backoff_base_s
@@ -136,26 +140,38 @@ class EngineClient:
     def _request(self, method: str, path: str, body: dict[str, Any] | None, retries: int) -> httpx.Response:
         """One logical request: up to ``1 + retries`` attempts, each holding a slot only while on the wire."""
         attempts = 1 + retries
+        deadline = time.monotonic() + self.deadline_s
         for attempt in range(1, attempts + 1):
+            remaining = deadline - time.monotonic()
+            timeout = httpx.Timeout(min(self.timeout_s, remaining), connect=min(CONNECT_TIMEOUT_S, remaining))
             try:
                 with self._slots:
-                    response = self._http.request(method, self.base_url + path, json=body)
+                    response = self._http.request(method, self.base_url + path, json=body, timeout=timeout)
             except httpx.HTTPError as exc:
                 error = self._transport_error(exc, attempt)
-                if error.code == "engine_timeout" or attempt == attempts:
+                delay = self._backoff(attempt)
+                if error.code == "engine_timeout" or attempt == attempts or not self._fits(delay, deadline):
                     self.last_ok = False
                     raise error from None
-                self._sleep(self._backoff(attempt), f"{error.code} ({type(exc).__name__})", attempt, attempts)
+                self._sleep(delay, f"{error.code} ({type(exc).__name__})", attempt, attempts)
                 continue
             if response.status_code < 400:
                 return response
-            if response.status_code not in _RETRY_STATUSES or attempt == attempts:
+            delay = self._retry_delay(response, attempt)
+            if (
+                response.status_code not in _RETRY_STATUSES
+                or attempt == attempts
+                or not self._fits(delay, deadline)
+            ):
                 self.last_ok = False
                 raise self._status_error(response, attempt)
-            self._sleep(
-                self._retry_delay(response, attempt), f"HTTP {response.status_code}", attempt, attempts
-            )
+            self._sleep(delay, f"HTTP {response.status_code}", attempt, attempts)
         raise AssertionError("unreachable")  # the loop always returns or raises
+
+    @staticmethod
+    def _fits(delay: float, deadline: float) -> bool:
+        """Whether waiting ``delay`` still leaves time for another attempt before the deadline."""
+        return time.monotonic() + delay + 0.05 < deadline
 
     def _transport_error(self, exc: httpx.HTTPError, attempt: int) -> BackendError:
         """Connection refused / DNS / connect timeout -> unreachable (retried); a read or write timeout
@@ -477,8 +493,10 @@ class EngineReader:
         )
 
     def _body(self, draft: str) -> dict[str, Any]:
-        """Thinking gets its own token budget on top of the answer's, so a long trace cannot starve
-        the JSON. ``enable_thinking: false`` is honoured by vLLM/SGLang chat templates, ignored elsewhere."""
+        """The OpenAI API has one ``max_tokens`` for trace and answer together, so the cap is the answer's
+        budget plus the reasoning budget; unlike the in-process reader, a trace longer than its budget
+        can still eat the answer's tokens, and a trace-only reply then says so in a note.
+        ``enable_thinking: false`` is honoured by vLLM/SGLang chat templates, ignored elsewhere."""
         body: dict[str, Any] = {
             "messages": [{"role": "system", "content": self.prompt.text}, {"role": "user", "content": draft}],
             "temperature": 0,
@@ -525,6 +543,7 @@ def _client(settings: Settings, url: str | None, model: str, role: str) -> Engin
         timeout_s=settings.engine_timeout_s,
         retries=settings.engine_retries,
         max_in_flight=settings.engine_max_in_flight,
+        deadline_s=settings.engine_deadline_s,
     )
 
 
