@@ -87,7 +87,7 @@ def _message(kind: FlagKind, label: Label, status: DraftStatus, boxes: int) -> s
     )
 
 
-def _draft_status(mentions: list[DraftMention]) -> MentionStatus | None:
+def draft_status(mentions: list[DraftMention]) -> MentionStatus | None:
     """The most assertive status among a label's mentions (present > uncertain > absent)."""
     best: MentionStatus | None = None
     for m in mentions:
@@ -96,6 +96,9 @@ def _draft_status(mentions: list[DraftMention]) -> MentionStatus | None:
         if best is None or m.status == "uncertain":
             best = m.status
     return best
+
+
+_draft_status = draft_status  # the old private name, kept for callers that still use it
 
 
 def _context_notes(context: StudyContext | None) -> list[Note]:
@@ -192,8 +195,25 @@ def _group_mentions(mentions: Iterable[DraftMention]) -> dict[Label, list[DraftM
     return grouped
 
 
+def _normal_statements(mentions: dict[Label, list[DraftMention]]) -> list[DraftMention]:
+    """The draft's normal-study statements, unless it also reports a finding (present or hedged):
+    "Small effusion. Otherwise normal." is not a normal study, whoever read it."""
+    if any(m.status != "absent" for lb, ms in mentions.items() if lb is not Label.NO_FINDING for m in ms):
+        return []
+    return [m for m in mentions.get(Label.NO_FINDING, []) if m.status == "present"]
+
+
+def _said_as(status: MentionStatus | None, normal: list[DraftMention]) -> DraftStatus:
+    """How the draft treated a label, in the words MISSING uses, so URGENT and MISSING agree."""
+    if status == "absent":
+        return "denied"
+    if status is None:
+        return "denied_by_normal" if normal else "not_mentioned"
+    return status
+
+
 def _image_only_note(reading: DraftReading | None) -> Note:
-    if reading is None:
+    if reading is None or not reading.draft.strip():
         return Note(
             stage="compare",
             code="no_draft_image_only",
@@ -235,17 +255,19 @@ def compare(
     unsupported: list[Flag] = []
     image_only = reading is None or reading.failed
     mentions = {} if image_only or reading is None else _group_mentions(reading.mentions)
-    normal = [m for m in mentions.get(Label.NO_FINDING, []) if m.status == "present"]
+    normal = _normal_statements(mentions)
 
     for label in FINDING_LABELS:
         found = by_label.get(label, [])
         said = mentions.get(label, [])
         if not (found or said):
             continue
-        status = _draft_status(said)
+        status = draft_status(said)
         if found and label in policy.urgent_labels:
-            seen: DraftStatus = "not_mentioned" if status is None else status
-            urgent.append(_flag("URGENT", label, RULE_URGENT, seen, found, said))
+            said_as = (
+                _said_as(status, normal) if not image_only else "not_mentioned" if status is None else status
+            )
+            urgent.append(_flag("URGENT", label, RULE_URGENT, said_as, found, said))
         if not image_only and (flag := _judge_label(label, status, found, said, normal, policy)) is not None:
             (missing if flag.kind == "MISSING" else unsupported).append(flag)
 

@@ -100,7 +100,7 @@ _NORMAL_STUDY: Final = re.compile(
     r"|expanded\s+and|well\s+expanded\s+and)\s+)*(?:normal|clear)\b|\bclear\s+lungs\b"
     r"|\bno\s+(?:significant\s+)?(?:radiographic\s+)?abnormalit(?:y|ies)\b"
     # a sentence that is just "Negative."
-    r"|(?:^|(?<=[.:\n]))\s*negative(?=\s*(?:\.|$))",
+    r"|(?:^|(?<=[.:\n]))[^\S\n]*negative(?=[^\S\n]*(?:\.|$))",
     _F,
 )
 
@@ -132,7 +132,7 @@ _POST_NEG: Final = re.compile(
 _POST_HEDGE: Final = re.compile(
     r"[^.;:\n]{0,40}?\b(?P<cue>(?:cannot|can\s*not|could\s+not|can't)\s+be\s+(?:entirely\s+|completely\s+)?"
     r"(?:excluded|ruled\s+out)|not\s+(?:be\s+)?(?:excluded|ruled\s+out)|(?:is|are)\s+(?:possible|suspected"
-    r"|questioned|questionable|a\s+possibility)|suspected)\b|\s*,?\s*(?P<vs>versus|vs)\b",
+    r"|questioned|questionable|a\s+possibility)|suspected)\b|\s*(?:,\s*)?(?P<vs>versus|vs)\b",
     _F,
 )
 # A structured line: "Pneumothorax: none." The colon ends the clause, so this is checked on its own.
@@ -152,6 +152,9 @@ class _Hit:
 
 # A status and the offsets of the cue words that set it (start == end when no words did).
 _Status = tuple[MentionStatus, int, int]
+
+
+_CUE_WINDOW: Final = 300
 
 
 def _clauses(low: str) -> list[int]:
@@ -240,7 +243,9 @@ def _status(low: str, hit: _Hit, clause_lo: int, clause_hi: int) -> _Status:
         return before if before is not None else ("present", hit.start, hit.start)
     if (m := _STRUCTURED_NEG.match(low, hit.end)) is not None:
         return "absent", m.start("cue"), m.end("cue")
-    pre = _pre_cue(low, clause_lo, hit.start)
+    # Cues further back than a long list are not this phrase's (and the bound keeps a 20,000-character
+    # run-on draft linear rather than quadratic in its phrases).
+    pre = _pre_cue(low, max(clause_lo, hit.start - _CUE_WINDOW), hit.start)
     if pre is not None:
         return pre
     post = _post_cue(low, hit.end, clause_hi)

@@ -509,7 +509,8 @@ def _outcome(found: _Found, kept: int, log: _Log) -> ParseOutcome:
     "nothing among the six", so an output made only of them is RECOVERED with no items, not FAILED.
     """
     if found.items and not kept:
-        if any(n.code == "label_dropped" for n in log.notes):
+        drops = [n.code for n in log.notes if n.code in DROP_CODES]
+        if drops and all(code == "label_dropped" for code in drops):
             return ParseOutcome.RECOVERED
         log.add("output_unparseable", f"all {len(found.items)} item(s) were dropped; nothing usable")
         return ParseOutcome.FAILED

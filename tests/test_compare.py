@@ -153,7 +153,10 @@ def test_row_image_urgent_always_urgent_as_well(label: Label, status: MentionSta
     c = compare(grounding(label), r)
     urgent = only(c, "URGENT", label)
     assert urgent.rule_id == "URGENT.on_image"
-    assert urgent.draft_status == (status or "not_mentioned")
+    # URGENT words the draft's treatment as MISSING does: a denial is "denied", on both flags
+    assert urgent.draft_status == {"absent": "denied", None: "not_mentioned"}.get(status, status)
+    missing = [f for f in c.flags if f.kind == "MISSING"]
+    assert all(f.draft_status == urgent.draft_status for f in missing)
     assert [f.box for f in urgent.image_evidence] == [BOX_A]
     expect_missing = status in {"absent", None}
     assert any(f.kind == "MISSING" for f in c.flags) == expect_missing
@@ -230,9 +233,10 @@ def test_failed_reading_is_image_only_urgent_only() -> None:
 
 
 def test_empty_draft_from_rule_reader_is_image_only() -> None:
+    """An empty draft is no draft, not an unreadable one."""
     c = compare(grounding(L.NODULE_MASS, L.CARDIOMEGALY), read_draft("   "))
     assert c.mode == "image_only"
-    assert "draft_unparsed_image_only" in codes(c)
+    assert "no_draft_image_only" in codes(c)
     assert kinds(c) == [("URGENT", "nodule_mass")]
 
 
@@ -253,7 +257,7 @@ def test_no_reading_no_urgent_finding_has_no_flags_but_says_so() -> None:
         (["absent", "uncertain"], "uncertain"),
         (["uncertain", "absent"], "uncertain"),
         (["uncertain", "present", "absent"], "present"),
-        (["absent", "absent"], "absent"),
+        (["absent", "absent"], "denied"),
     ],
 )
 def test_mentions_collapse_to_most_assertive(statuses: list[MentionStatus], expected: str) -> None:
@@ -262,7 +266,16 @@ def test_mentions_collapse_to_most_assertive(statuses: list[MentionStatus], expe
     urgent = only(c, "URGENT", L.PNEUMOTHORAX)
     assert urgent.draft_status == expected
     assert sorted(m.start for m in urgent.draft_evidence) == [m.start for m in r.mentions]
-    assert any(f.kind == "MISSING" for f in c.flags) == (expected == "absent")
+    assert any(f.kind == "MISSING" for f in c.flags) == (expected == "denied")
+
+
+def test_a_model_readers_normal_statement_beside_a_finding_is_not_a_normal_study() -> None:
+    """Nemotron may say no_finding next to an effusion ("Small effusion. Otherwise normal."): the
+    judge must not then call an unmentioned cardiomegaly 'denied by a normal study'."""
+    r = reading((L.PLEURAL_EFFUSION, "present"), (L.NO_FINDING, "present"))
+    c = compare(grounding(L.PLEURAL_EFFUSION, L.CARDIOMEGALY), r)
+    (flag,) = c.flags
+    assert (flag.kind, flag.label, flag.draft_status) == ("MISSING", L.CARDIOMEGALY, "not_mentioned")
 
 
 def test_left_denied_right_present_is_not_a_denial() -> None:

@@ -89,13 +89,29 @@ def test_reader_on_report_like_word_salad(draft: str) -> None:
         "pneumothorax " * (MAX_DRAFT_CHARS // 13),
         ("the heart size is " + "x " * 30 + "enlarged ") * 200,
         "\x00\x01\x02" * (MAX_DRAFT_CHARS // 3),
+        "effusion" + "\t" * (MAX_DRAFT_CHARS - 8),
+        "\n" * (MAX_DRAFT_CHARS - 8) + "negative",
     ],
-    ids=["no", "heart", "normal", "spaces", "commas", "one-word", "terms", "heart-gaps", "control"],
+    ids=[
+        "no",
+        "heart",
+        "normal",
+        "spaces",
+        "commas",
+        "one-word",
+        "terms",
+        "heart-gaps",
+        "control",
+        "tabs",
+        "newlines",
+    ],
 )
 def test_reader_on_hostile_inputs_stays_bounded(draft: str) -> None:
     t0 = time.perf_counter()
     check_reading(draft)
-    assert time.perf_counter() - t0 < 5.0  # a bound against catastrophic backtracking, not a benchmark
+    # a bound against quadratic backtracking (the rule reader runs on the server's event loop), not a
+    # benchmark: every one of these takes a few ms
+    assert time.perf_counter() - t0 < 0.5
 
 
 INJECTIONS = [

@@ -244,12 +244,23 @@ def test_all_items_unusable_is_a_failure() -> None:
     assert codes(result) == ["label_unknown", "item_malformed", "item_malformed", "output_unparseable"]
 
 
+def test_out_of_scope_beside_an_unusable_item_is_still_a_failure() -> None:
+    """A misspelt pneumothorax must not turn into 'nothing among the six' and lose its URGENT flag."""
+    result = recover_findings(
+        '[{"label": "atelectasis"}, {"label": "pneumothrax", "box_2d": [0.1, 0.1, 0.3, 0.3]}]'
+    )
+    assert result.outcome is FAILED
+    assert codes(result) == ["label_dropped", "label_unknown", "output_unparseable"]
+
+
 def test_only_out_of_scope_labels_is_an_answer_not_a_failure() -> None:
     """Atelectasis and edema are known labels dropped on purpose: "nothing among the six"."""
-    result = recover_findings('[{"label": "atelectasis"}, {"label": "edema"}, {"box": [0, 0, 1, 1]}, 7]')
+    result = recover_findings('[{"label": "atelectasis"}, {"label": "edema"}]')
     assert result.outcome is RECOVERED
     assert result.findings == []
-    assert codes(result) == ["label_dropped", "label_dropped", "item_malformed", "item_malformed"]
+    assert codes(result) == ["label_dropped", "label_dropped"]
+    mixed = recover_findings('[{"label": "atelectasis"}, {"box": [0, 0, 1, 1]}, 7]')
+    assert mixed.outcome is FAILED  # an unusable item might have been a finding
 
 
 def test_no_finding_beside_a_real_finding_loses() -> None:
