@@ -3,10 +3,12 @@
 Every study goes through ``Auditor.audit``, the pipeline behind the MCP ``audit`` tool, so a batch
 never judges differently from an interactive call. Results stream to ``DIR/results.jsonl`` as they
 finish, one line per study and never a missing one: a study that fails is a line with its error. A
-rerun keeps the finished lines whose inputs are unchanged, redoes the rest (failed, missing, cut off by
-a kill), and so resumes an interrupted run. At the end come ``summary.json`` (also printed) and
-``report.html`` (see ``auditor.report_html``); the pictures it inlines are drawn while the image is
-still in memory and kept in ``DIR/pictures/`` so a resumed run need not load finished images again.
+rerun keeps the finished lines whose inputs are unchanged, redoes the rest (failed, missing, cut off
+by a kill, or audited from another image file or with other backends), and so resumes an interrupted
+run. One run at a time writes into a folder (a lock on ``DIR/.lock``). At the end come
+``summary.json`` (also printed) and ``report.html`` (see ``auditor.report_html``); the pictures it
+inlines are drawn while the image is still in memory and kept in ``DIR/pictures/`` so a resumed run
+need not load finished images again.
 
 Research and educational QA only: not a medical device and not a diagnosis.
 """
@@ -14,6 +16,7 @@ Research and educational QA only: not a medical device and not a diagnosis.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import hashlib
 import io
@@ -27,7 +30,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, TextIO
@@ -53,6 +56,7 @@ RESULTS: Final = "results.jsonl"
 SUMMARY: Final = "summary.json"
 REPORT: Final = "report.html"
 PICTURES: Final = "pictures"
+LOCK: Final = ".lock"
 COLUMNS: Final = ("id", "image", "draft", "age_years", "view")
 REQUIRED_COLUMNS: Final = ("id", "image")
 View = Literal["PA", "AP", "lateral"]
@@ -80,11 +84,24 @@ class Study:
 
     @property
     def fingerprint(self) -> str:
-        """Hash of everything that decides the result: a rerun redoes a study whose inputs changed."""
+        """Hash of the study's own inputs (image source, draft, context, problem). A data: URI is its
+        own content, so a changed picture changes this hash; a local file's bytes are checked on
+        resume instead (see ``resume``)."""
         ctx = self.context.model_dump(mode="json") if self.context else None
         problem = self.problem.code if self.problem else None
         blob = json.dumps([self.image, self.draft, ctx, problem], sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+    def input_key(self, backend: str) -> str:
+        """The ``input`` of its results line: the study's inputs and the backends that audit it."""
+        return hashlib.sha256(f"{self.fingerprint}:{backend}".encode("ascii")).hexdigest()[:16]
+
+    @property
+    def local_image(self) -> Path | None:
+        """The image as a local file, or None for an http(s) URL or a data: URI."""
+        if not self.image or self.image[:8].lower().startswith(("http://", "https://", "data:")):
+            return None
+        return Path(self.image)
 
 
 class _BadField(Exception):
@@ -291,17 +308,96 @@ def _picture_path(out_dir: Path, line: Mapping[str, Any]) -> Path | None:
     return out_dir / picture_name(line["id"]) if isinstance(line.get("picture"), dict) else None
 
 
-def _reusable(line: Mapping[str, Any], study: Study | None, out_dir: Path) -> bool:
-    """A previous line counts as finished only if it audited this very study (same inputs), its
-    report still validates, and its picture (if it had one) is still on disk."""
-    if study is None or line.get("input") != study.fingerprint or "report" not in line:
-        return False
+def _file_sha256(path: Path) -> str | None:
+    """The sha256 of a file's bytes (what ``ImageInfo.sha256`` holds), None if it cannot be read."""
     try:
-        AuditReport.model_validate(line["report"])
-    except ValidationError:
-        return False
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def backend_fingerprint(settings: Settings) -> str:
+    """Hash of the backend configuration that decides a report: which grounder and reader, their
+    models, revisions and prompts, the replay file's content, the box format. Only what the chosen
+    backends use counts (a reader setting does not matter to the rule reader), and never a secret
+    (``api_key``, ``http_token``) nor where an engine listens."""
+    from auditor.backends.factory import resolve_reader_kind
+    from auditor.prompts import GROUNDING_VERSION, READER_VERSION
+
+    def prompt(path: Path | None, builtin: str) -> str | None:
+        return builtin if path is None else _file_sha256(path)
+
+    grounder: dict[str, object] = {"kind": settings.grounder, "box": [settings.box_order, settings.box_scale]}
+    if settings.grounder == "replay":
+        grounder["replay_sha256"] = _file_sha256(settings.replay) if settings.replay else None
+    else:
+        grounder |= {
+            "model": settings.grounder_model,
+            "revision": settings.grounder_revision,
+            "api_model": settings.grounder_api_model,
+            "prompt": prompt(settings.grounder_prompt, GROUNDING_VERSION),
+            "max_new_tokens": settings.grounder_max_new_tokens,
+            "dtype": settings.dtype,
+        }
+    kind = resolve_reader_kind(settings)
+    reader: dict[str, object] = {"kind": kind}
+    if kind != "rules":
+        reader |= {
+            "model": settings.reader_model,
+            "revision": settings.reader_revision,
+            "api_model": settings.reader_api_model,
+            "prompt": prompt(settings.reader_prompt, READER_VERSION),
+            "max_new_tokens": settings.reader_max_new_tokens,
+            "reasoning": [settings.reader_reasoning, settings.reader_reasoning_budget],
+            "dtype": settings.dtype,
+        }
+    blob = json.dumps({"grounder": grounder, "reader": reader}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A study's results line and, when it was audited, its report, parsed once: fresh reports are
+    kept as made, resumed ones as validated on reading."""
+
+    line: dict[str, Any]
+    report: AuditReport | None = None
+
+
+@dataclass
+class _ImageHashes:
+    """The sha256 of each local image file, read once per resume however many studies share it."""
+
+    known: dict[Path, str | None] = field(default_factory=dict)
+
+    def __call__(self, path: Path) -> str | None:
+        if path not in self.known:
+            self.known[path] = _file_sha256(path)
+        return self.known[path]
+
+
+def _reusable(
+    line: Mapping[str, Any], study: Study | None, backend: str, out_dir: Path, hashes: _ImageHashes
+) -> AuditReport | None:
+    """The report of a previous line, if that line audited this very study (same inputs, same backend
+    configuration, and for a local file the same bytes), still validates, and its picture (if it had
+    one) is still on disk. An http(s) image is not fetched again to check it."""
+    if study is None or line.get("input") != study.input_key(backend) or "report" not in line:
+        return None
     picture = _picture_path(out_dir, line)
-    return line.get("picture") is None or (picture is not None and picture.is_file())
+    if line.get("picture") is not None and (picture is None or not picture.is_file()):
+        return None
+    try:
+        report = AuditReport.model_validate(line["report"])
+    except ValidationError:
+        return None
+    path = study.local_image
+    if path is not None:
+        info = report.grounding.image if report.grounding is not None else None
+        if info is None or hashes(path) != info.sha256:
+            return None
+    return report
 
 
 def _previous_lines(path: Path) -> Iterator[dict[str, Any]]:
@@ -321,18 +417,59 @@ def _previous_lines(path: Path) -> Iterator[dict[str, Any]]:
             yield item
 
 
-def resume(out_dir: Path, studies: Sequence[Study]) -> dict[str, dict[str, Any]]:
+def resume(out_dir: Path, studies: Sequence[Study], backend: str) -> dict[str, Finished]:
     """Keep the finished lines of an earlier run and rewrite the file with only those, so that the
-    lines appended now never duplicate an id (failed and stale lines are dropped and redone)."""
+    lines appended now never duplicate an id (failed and stale lines are dropped and redone).
+    ``backend`` is ``backend_fingerprint`` of this run's settings."""
     by_id = {s.id: s for s in studies}
     path = out_dir / RESULTS
-    kept: dict[str, dict[str, Any]] = {}
+    hashes = _ImageHashes()
+    kept: dict[str, Finished] = {}
     for line in _previous_lines(path):
-        if line["id"] not in kept and _reusable(line, by_id.get(line["id"]), out_dir):
-            kept[line["id"]] = line
+        if line["id"] in kept:
+            continue
+        report = _reusable(line, by_id.get(line["id"]), backend, out_dir, hashes)
+        if report is not None:
+            kept[line["id"]] = Finished(line, report)
     if path.exists():
-        _write_atomic(path, "".join(_jsonl(line) for line in kept.values()))
+        _write_atomic(path, "".join(_jsonl(done.line) for done in kept.values()))
     return kept
+
+
+@contextlib.contextmanager
+def _exclusive(out_dir: Path) -> Iterator[None]:
+    """Hold ``DIR/.lock`` for the whole run: two runs appending to and rewriting one results file
+    would lose lines. A second run fails at once instead of waiting. The lock goes with the process."""
+    path = out_dir / LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise CliError(f"--out {out_dir}: cannot create {LOCK} ({exc.strerror})") from None
+    try:
+        try:
+            _lock_now(fd)
+        except BlockingIOError:
+            raise CliError(f"another audit-batch run is writing {out_dir}") from None
+        except OSError as exc:
+            raise CliError(f"--out {out_dir}: cannot lock {LOCK} ({exc.strerror})") from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _lock_now(fd: int) -> None:
+    """An exclusive lock on ``fd`` without waiting; BlockingIOError when another process holds it."""
+    if sys.platform == "win32":
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except PermissionError:
+            raise BlockingIOError from None
+    else:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def _jsonl(line: Mapping[str, Any]) -> str:
@@ -419,35 +556,34 @@ def _draw(image: LoadedImage | None, report: AuditReport, out_dir: Path, ident: 
     return {"file": name, "mime_type": pic.mime_type, "width": pic.width, "height": pic.height}
 
 
-def audit_study(engine: Auditor, keeper: ImageKeeper, study: Study, out_dir: Path) -> dict[str, Any]:
-    """One study -> its results line: the AuditReport and picture, or ``{"id", "error"}``."""
-    head: dict[str, Any] = {"id": study.id, "input": study.fingerprint}
+def audit_study(engine: Auditor, keeper: ImageKeeper, study: Study, out_dir: Path, backend: str) -> Finished:
+    """One study -> its results line (the AuditReport and picture, or ``{"id", "error"}``) and the
+    report itself. ``backend`` is ``backend_fingerprint`` of the settings ``engine`` runs with."""
+    head: dict[str, Any] = {"id": study.id, "input": study.input_key(backend)}
     if study.problem is not None:
-        return {**head, "error": asdict(study.problem)}
+        return Finished({**head, "error": asdict(study.problem)})
     keeper.take()
     try:
         report = engine.audit(study.image, study.draft, study.context)
     except Exception as exc:  # a study's failure is its line; the batch goes on
-        return {**head, "error": asdict(_failure(exc))}
+        return Finished({**head, "error": asdict(_failure(exc))})
     picture = _draw(keeper.take(), report, out_dir, study.id)
-    return {**head, "report": report.model_dump(mode="json"), "picture": picture}
+    return Finished({**head, "report": report.model_dump(mode="json"), "picture": picture}, report)
 
 
 # ---- running many ----------------------------------------------------------------------------------
 
 
-def _sequential(work: Callable[[Study], dict[str, Any]], todo: Iterable[Study]) -> Iterator[dict[str, Any]]:
+def _sequential(work: Callable[[Study], Finished], todo: Iterable[Study]) -> Iterator[Finished]:
     for study in todo:
         yield work(study)
 
 
-def _pooled(
-    work: Callable[[Study], dict[str, Any]], todo: Iterable[Study], workers: int
-) -> Iterator[dict[str, Any]]:
+def _pooled(work: Callable[[Study], Finished], todo: Iterable[Study], workers: int) -> Iterator[Finished]:
     """At most ``workers`` studies in flight (remote engines take several at once); lines come out
     as studies finish. On an interrupt, studies not yet started are cancelled."""
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="audit-batch") as pool:
-        pending: set[Future[dict[str, Any]]] = set()
+        pending: set[Future[Finished]] = set()
         try:
             for study in todo:
                 if len(pending) >= workers:
@@ -518,10 +654,11 @@ def summarize(lines: Sequence[Mapping[str, Any]], resumed: int = 0) -> dict[str,
     }
 
 
-def _study_result(line: Mapping[str, Any], out_dir: Path) -> StudyResult:
+def _study_result(done: Finished, out_dir: Path) -> StudyResult:
     from auditor.overlay import RenderedImage
 
-    if "error" in line:
+    line = done.line
+    if done.report is None:
         return StudyResult(line["id"], error=StudyFailure(line["error"]["code"], line["error"]["message"]))
     picture: RenderedImage | None = None
     path = _picture_path(out_dir, line)
@@ -531,7 +668,7 @@ def _study_result(line: Mapping[str, Any], out_dir: Path) -> StudyResult:
             picture = RenderedImage(path.read_bytes(), "image/jpeg", int(meta["width"]), int(meta["height"]))
         except (KeyError, TypeError, ValueError):  # a hand-edited line: show the row without its picture
             picture = None
-    return StudyResult(line["id"], report=AuditReport.model_validate(line["report"]), picture=picture)
+    return StudyResult(line["id"], report=done.report, picture=picture)
 
 
 @dataclass(frozen=True)
@@ -572,43 +709,49 @@ def run_batch(
 
     keeper = ImageKeeper(grounder or make_grounder(settings))
     engine = Auditor(settings, grounder=keeper, reader=reader)
+    backend = backend_fingerprint(settings)
     _prepare(out_dir)
-    finished = resume(out_dir, studies)
-    todo = [s for s in studies if s.id not in finished]
-    bar = ProgressBar(len(todo), options.progress, tty=options.tty, resumed=len(finished))
-    workers = in_flight(settings)
+    with _exclusive(out_dir):
+        finished = resume(out_dir, studies, backend)
+        todo = [s for s in studies if s.id not in finished]
+        bar = ProgressBar(len(todo), options.progress, tty=options.tty, resumed=len(finished))
+        workers = in_flight(settings)
 
-    def work(study: Study) -> dict[str, Any]:
-        return audit_study(engine, keeper, study, out_dir)
+        def work(study: Study) -> Finished:
+            return audit_study(engine, keeper, study, out_dir, backend)
 
-    lines = _sequential(work, todo) if workers == 1 else _pooled(work, todo, workers)
-    done = failed = 0
-    with open(out_dir / RESULTS, "a", encoding="utf-8") as fh:
-        bar.update(0, 0)
-        for line in lines:
-            fh.write(_jsonl(line))
-            fh.flush()
-            finished[line["id"]] = line
-            done, failed = done + 1, failed + ("error" in line)
-            bar.update(done, failed)
-    bar.update(done, failed, final=True)
-    ordered = [finished[s.id] for s in studies]
-    return _finish(ordered, out_dir, len(studies) - len(todo), options)
+        results = _sequential(work, todo) if workers == 1 else _pooled(work, todo, workers)
+        done = failed = 0
+        with open(out_dir / RESULTS, "a", encoding="utf-8") as fh:
+            bar.update(0, 0)
+            for result in results:
+                fh.write(_jsonl(result.line))
+                fh.flush()
+                finished[result.line["id"]] = result
+                done, failed = done + 1, failed + (result.report is None)
+                bar.update(done, failed)
+        bar.update(done, failed, final=True)
+        ordered = [finished[s.id] for s in studies]
+        return _finish(ordered, out_dir, len(studies) - len(todo), options)
 
 
 def _finish(
-    ordered: Sequence[Mapping[str, Any]], out_dir: Path, resumed: int, options: BatchOptions
+    ordered: Sequence[Finished], out_dir: Path, resumed: int, options: BatchOptions
 ) -> dict[str, Any]:
-    """Write summary.json and report.html (each atomically) from the lines in worklist order."""
-    summary = summarize(ordered, resumed)
+    """Write summary.json and report.html (each atomically) from the studies in worklist order."""
+    lines = [done.line for done in ordered]
+    summary = summarize(lines, resumed)
     summary["files"] = {name: str(out_dir / name) for name in (RESULTS, SUMMARY, REPORT)}
     _write_atomic(out_dir / SUMMARY, json.dumps(summary, indent=2) + "\n")
     generated = options.generated_at or datetime.now(UTC).isoformat(timespec="seconds")
     page = render_report(
-        [_study_result(line, out_dir) for line in ordered], generated_at=generated, source=options.source
+        [_study_result(done, out_dir) for done in ordered],
+        summary,
+        generated_at=generated,
+        source=options.source,
     )
     _write_atomic(out_dir / REPORT, page)
-    _drop_orphan_pictures(out_dir, ordered)
+    _drop_orphan_pictures(out_dir, lines)
     return summary
 
 

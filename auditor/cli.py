@@ -6,6 +6,7 @@ Research and educational QA only: not a medical device and not a diagnosis.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -78,23 +79,26 @@ def _reader(name: str) -> Callable[[str], BaseModel]:
     raise CliError(f"--reader {name}: unknown reader (choose rules or auto)")
 
 
-def _batch_lines(path: str) -> Iterator[tuple[int, str]]:
-    if path == "-":
-        yield from enumerate(sys.stdin, start=1)
-        return
+def _batch_lines(path: str) -> Iterator[tuple[int, str | None]]:
+    """Numbered lines; a line that is not UTF-8 comes back as None (its own error line, not the end)."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            yield from enumerate(fh, start=1)
+        fh = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
     except FileNotFoundError:
         raise CliError(f"{path}: no such file") from None
-    except UnicodeDecodeError:
-        raise CliError(f"{path}: not UTF-8 text") from None
+    with contextlib.nullcontext(fh) if path == "-" else fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                yield number, raw.decode("utf-8")
+            except UnicodeDecodeError:
+                yield number, None
 
 
-def _batch_item(line_no: int, line: str, read: Callable[[str], BaseModel]) -> dict[str, Any]:
+def _batch_item(line_no: int, line: str | None, read: Callable[[str], BaseModel]) -> dict[str, Any]:
     """One output line per input line, always: the reading, or the error that stopped it."""
     from auditor.tool_io import MAX_DRAFT_CHARS
 
+    if line is None:
+        return {"id": None, "error": f"line {line_no}: not UTF-8 text"}
     try:
         item = json.loads(line)
     except json.JSONDecodeError as exc:

@@ -163,12 +163,13 @@ def _apply(settings: Settings, values: Mapping[str, object], source: str) -> Set
 
 def from_env(env: Mapping[str, str]) -> dict[str, str]:
     """The ``CXR_AUDITOR_*`` variables that name a setting (``CXR_AUDITOR_CONFIG`` names the file)."""
-    out = {}
-    for key in _KEYS:
-        name = ENV_PREFIX + key.upper()
-        if name in env:
-            out[key] = env[name]
-    return out
+    known = {ENV_PREFIX + key.upper(): key for key in _KEYS}
+    unknown = sorted(
+        n for n in env if n.startswith(ENV_PREFIX) and n not in known and n != ENV_PREFIX + "CONFIG"
+    )
+    if unknown:  # a typo such as CXR_AUDITOR_IMAGE_ROOT would otherwise switch a guard off in silence
+        raise ConfigError(f"unknown environment variable(s) {', '.join(unknown)}")
+    return {key: env[name] for name, key in known.items() if name in env}
 
 
 def load_settings(

@@ -8,9 +8,11 @@ model that produced unusable text yields a result whose notes and outcome say so
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 from auditor.backends import BackendError, BackendState, DraftReader, Grounder
@@ -39,8 +41,10 @@ def _quiet(_: str) -> None:
     return None
 
 
-def _gate(kind: str, settings: Settings) -> threading.Lock | threading.BoundedSemaphore:
-    return threading.BoundedSemaphore(settings.engine_max_in_flight) if kind == "http" else threading.Lock()
+def _gate(kind: str) -> AbstractContextManager[object]:
+    """In-process models take one call at a time. A remote engine's client bounds its own requests in
+    flight (holding a slot only while on the wire, not across retries), so it needs no second gate."""
+    return contextlib.nullcontext() if kind == "http" else threading.Lock()
 
 
 class Auditor:
@@ -58,10 +62,11 @@ class Auditor:
         self._reader = reader
         self._fallback: DraftReader | None = None
         self._build_lock = threading.Lock()
+        self._instant: bool | None = None
         # One call at a time into an in-process model; a remote engine takes as many as the client
         # may have in flight (it queues or batches them itself).
-        self._grounder_lock = _gate(self.settings.grounder, self.settings)
-        self._reader_lock = _gate(self.settings.reader, self.settings)
+        self._grounder_lock = _gate(self.settings.grounder)
+        self._reader_lock = _gate(self.settings.reader)
 
     # ---- backends ----------------------------------------------------------------------------
 
@@ -76,14 +81,25 @@ class Auditor:
     def reader(self) -> DraftReader:
         with self._build_lock:
             if self._reader is None:
-                self._reader = make_reader(self.settings)
+                try:
+                    self._reader = make_reader(self.settings)
+                except (
+                    ValueError,
+                    OSError,
+                ) as exc:  # e.g. an unreadable prompt file: the rules fallback applies
+                    raise BackendError("not_configured", f"the draft reader cannot be built: {exc}") from exc
             return self._reader
 
     def reader_is_instant(self) -> bool:
-        """True for the rule reader: callers may run it inline instead of in a worker thread."""
-        from auditor.backends.rules import RulesReader
+        """True for the rule reader: callers may run it inline, and it needs no lock (it is stateless)."""
+        if self._instant is None:
+            from auditor.backends.rules import RulesReader
 
-        return isinstance(self.reader, RulesReader)
+            try:
+                self._instant = isinstance(self.reader, RulesReader)
+            except BackendError:
+                self._instant = False
+        return self._instant
 
     def _rules(self) -> DraftReader:
         if self._fallback is None:
@@ -117,8 +133,8 @@ class Auditor:
         if self._reader is not None:
             states.append(self._reader.state())
         else:
-            kind = self.settings.reader
-            model = "rules" if kind in {"auto", "rules"} else self.settings.reader_model
+            kind = self.reader_kind()
+            model = "rules" if kind == "rules" else self.settings.reader_model
             states.append(BackendState(role="reader", backend=kind, model_id=model, loaded=False))
         return states
 
@@ -151,7 +167,7 @@ class Auditor:
         progress("reading the draft")
         try:
             reader = self.reader
-            with self._reader_lock:
+            with contextlib.nullcontext() if self.reader_is_instant() else self._reader_lock:
                 reading = reader.read(draft)
         except BackendError as exc:
             return self._fall_back(draft, f"the draft reader failed ({exc})")
@@ -198,18 +214,8 @@ class Auditor:
         """`audit` for an image already loaded (a caller that also draws it loads it once)."""
         t0 = time.perf_counter()
         grounding = self.ground_loaded(image, progress)
-        notes: list[Note] = []
-        reading: DraftReading | None = None
-        if draft.strip():
-            reading = self.read(draft, progress)
-        else:
-            notes.append(
-                Note(
-                    stage="pipeline",
-                    code="draft_empty_image_only",
-                    message="No draft text was given: image-only pass, URGENT flags only.",
-                )
-            )
+        notes: list[Note] = []  # the judge itself says when the pass is image-only (no_draft_image_only)
+        reading = self.read(draft, progress) if draft.strip() else None
         progress("comparing")
         comparison = compare(grounding, reading, context=context)
         timings = {"total": round((time.perf_counter() - t0) * 1000, 3)}
@@ -236,6 +242,15 @@ class Auditor:
         from auditor.overlay import render_findings
 
         image = self.load_image(source)
+        if (
+            grounding is not None
+            and grounding.image is not None
+            and grounding.image.sha256 != image.info.sha256
+        ):
+            raise ValueError(
+                f"the grounding was made from another image (sha256 {grounding.image.sha256[:12]}..., "
+                f"this one is {image.info.sha256[:12]}...): its boxes would be drawn in the wrong place"
+            )
         if grounding is None:
             grounding = self.ground_loaded(image, progress)
         if comparison is None and draft is not None:

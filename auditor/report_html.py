@@ -1,10 +1,11 @@
 """The worklist report: one self-contained static HTML page that a person opens in a browser.
 
-Pure: results in, a string out, no I/O. Self-contained because it is mailed around and opened from
-disk: inline CSS and JS, pictures as ``data:`` URIs, and a Content-Security-Policy that forbids every
-fetch, so the page cannot phone home even if a value in it were crafted to try. Every piece of text
-from a study (ids, drafts, messages) is HTML-escaped. No DICOM header value ever reaches this module:
-the pipeline never carries one. Deterministic apart from the ``generated_at`` line the caller passes.
+Pure: results and their summary in, a string out, no I/O. Self-contained because it is mailed around
+and opened from disk: inline CSS and JS, pictures as ``data:`` URIs, and a Content-Security-Policy
+that forbids every fetch, so the page cannot phone home even if a value in it were crafted to try.
+Every piece of text from a study (ids, drafts, messages) is HTML-escaped. No DICOM header value ever
+reaches this module: the pipeline never carries one. Deterministic apart from the ``generated_at``
+line the caller passes.
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ import base64
 import hashlib
 import html
 import itertools
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from auditor.labels import HUMAN_NAMES
 from auditor.schema import AuditReport, DraftReading, DraftStatus, Flag, FlagKind, Note
@@ -315,31 +315,22 @@ def _row(rank: int, study: StudyResult, report: AuditReport) -> str:
 # ---- sections ----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Totals:
-    studies: int
-    audited: int
-    failed: int
-    urgent_studies: int
-    flags: Counter[str]
+def _count(summary: Mapping[str, Any], key: str) -> int:
+    return int(summary[key])
 
 
-def _totals(results: Sequence[StudyResult]) -> _Totals:
-    reports = [r.report for r in results if r.report is not None]
-    flags: Counter[str] = Counter(f.kind for rep in reports for f in rep.comparison.flags)
-    urgent = sum(1 for rep in reports if "URGENT" in _kinds(rep))
-    return _Totals(len(results), len(reports), len(results) - len(reports), urgent, flags)
-
-
-def _header(totals: _Totals, *, title: str, source: str | None, generated_at: str) -> str:
-    flags = ", ".join(f"{totals.flags.get(k, 0)} {k}" for k in KINDS)
-    failed = f'<a href="#failed">{totals.failed} not audited</a>' if totals.failed else "0 not audited"
+def _header(summary: Mapping[str, Any], *, title: str, source: str | None, generated_at: str) -> str:
+    counts: Mapping[str, Any] = summary["flags"]
+    flags = ", ".join(f"{int(counts[k])} {k}" for k in KINDS)
+    failed = _count(summary, "failed")
+    not_audited = f'<a href="#failed">{failed} not audited</a>' if failed else "0 not audited"
     src = f'<p class="meta">Worklist: <code>{_e(source)}</code></p>' if source else ""
     return (
         f'<p class="disclaimer" id="disclaimer">{_e(DISCLAIMER)}</p><header><h1>{_e(title)}</h1>{src}'
         f'<p class="meta" id="generated">Generated {_e(generated_at)}</p>'
-        f'<p class="totals"><span>{totals.studies} studies</span><span>{totals.audited} audited</span>'
-        f"<span>{failed}</span><span>{totals.urgent_studies} with URGENT flags</span>"
+        f'<p class="totals"><span>{_count(summary, "studies")} studies</span>'
+        f"<span>{_count(summary, 'audited')} audited</span><span>{not_audited}</span>"
+        f"<span>{_count(summary, 'studies_with_urgent')} with URGENT flags</span>"
         f"<span>flags: {flags}</span></p></header>"
     )
 
@@ -390,21 +381,23 @@ def _failed_table(results: Sequence[StudyResult]) -> str:
 
 def render_report(
     results: Sequence[StudyResult],
+    summary: Mapping[str, Any],
     *,
     generated_at: str,
     title: str = "CXR Draft Auditor: worklist report",
     source: str | None = None,
 ) -> str:
     """The whole page. ``results`` in worklist order; the table is re-sorted (URGENT first, then by
-    number of flags), and failed studies are listed below it with their error."""
-    totals = _totals(results)
+    number of flags), and failed studies are listed below it with their error. ``summary`` is the
+    run's totals as ``auditor.batch.summarize`` made them (studies, audited, failed,
+    studies_with_urgent, flags by kind): the header shows the same numbers as summary.json."""
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<meta name="referrer" content="no-referrer"><link rel="icon" href="data:,">'
         f"<title>{_e(title)}</title><style>{_STYLE}</style></head><body>"
-        + _header(totals, title=title, source=source, generated_at=generated_at)
+        + _header(summary, title=title, source=source, generated_at=generated_at)
         + "<main>"
         + _studies_table(results)
         + _failed_table(results)

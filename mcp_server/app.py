@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
@@ -82,14 +83,38 @@ async def _run(ctx: Context | None, work: Callable[[Callable[[str], None]], T], 
             with contextlib.suppress(Exception):
                 anyio.from_thread.run(ctx.report_progress, min(done, steps), steps, message)
 
+    # The worker token is held by the thread, not by this call: a cancelled call returns at once, but its
+    # thread keeps the token until it really ends, so cancelling call after call cannot stack up threads.
+    limiter = _workers()
+    token = object()
+    await limiter.acquire_on_behalf_of(token)
+    state = {"phase": "pending"}  # pending -> running (the thread owns the token) | dropped (this call does)
+    guard = threading.Lock()
+
+    def claim(phase: str) -> bool:
+        with guard:
+            if state["phase"] != "pending":
+                return False
+            state["phase"] = phase
+            return True
+
+    def job() -> T:
+        if not claim("running"):  # cancelled before the thread started: nothing to do, token released
+            raise anyio.get_cancelled_exc_class()
+        try:
+            return work(progress)
+        finally:
+            with contextlib.suppress(Exception):  # the loop may already be gone at shutdown
+                anyio.from_thread.run_sync(limiter.release_on_behalf_of, token)
+
     try:
-        return await anyio.to_thread.run_sync(
-            lambda: work(progress), abandon_on_cancel=True, limiter=_workers()
-        )
-    except ToolError:
+        return await anyio.to_thread.run_sync(job, abandon_on_cancel=True)
+    except BaseException as exc:
+        if claim("dropped"):  # the thread never started: the token is still this call's to give back
+            limiter.release_on_behalf_of(token)
+        if isinstance(exc, Exception) and not isinstance(exc, ToolError):
+            raise ToolError(_error_message(exc)) from exc
         raise
-    except Exception as exc:
-        raise ToolError(_error_message(exc)) from exc
 
 
 def build_server(engine: Auditor) -> MCPServer:

@@ -18,6 +18,27 @@ def settings_from(args: argparse.Namespace) -> Any:
     return flags.settings_from(args, {"http_token": args.token} if getattr(args, "token", None) else None)
 
 
+def _build_backends(engine: Any) -> None:
+    """Build (not load) both backends now, so a bad replay file, prompt file or device fails before the
+    transport opens, with one line, instead of at the first call."""
+    settings = engine.settings
+    try:
+        engine.grounder  # noqa: B018
+    except Exception as exc:
+        raise core.CliError(f"grounder {settings.grounder!r}: {exc}") from None
+    try:
+        engine.reader  # noqa: B018
+    except Exception as exc:
+        raise core.CliError(f"reader {settings.reader!r}: {exc}") from None
+    if settings.device == "cuda":
+        from auditor.backends.factory import cuda_available
+
+        if not cuda_available():
+            raise core.CliError(
+                "device 'cuda' was asked for, but torch sees no CUDA device (use auto or cpu)"
+            )
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         settings = settings_from(args)
@@ -27,17 +48,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from mcp_server.serve import check_bind
 
         try:
-            check_bind(args.host, settings.http_token)
+            check_bind(args.host, settings.http_token, args.allow_hosts)
         except ConfigError as exc:
             raise core.CliError(str(exc)) from None
     from auditor.pipeline import Auditor
     from mcp_server.app import build_server
 
     engine = Auditor(settings)
-    try:
-        engine.grounder  # noqa: B018 - build (not load) the grounder now: a bad replay file fails here
-    except Exception as exc:
-        raise core.CliError(f"grounder {settings.grounder!r}: {exc}") from None
+    _build_backends(engine)
     server = build_server(engine)
     if args.preload:
         engine.preload(lambda msg: print(f"cxr-auditor: {msg}", file=sys.stderr))
@@ -49,7 +67,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from mcp_server.serve import run_http
 
         try:
-            run_http(server, args.host, args.port, settings.http_token)
+            run_http(server, args.host, args.port, settings.http_token, args.allow_hosts)
         except ConfigError as exc:
             raise core.CliError(str(exc)) from None
     else:
@@ -66,6 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8765, help="HTTP port (default 8765)")
     p.add_argument("--token", help="bearer token required on every HTTP request (env CXR_AUDITOR_HTTP_TOKEN)")
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        dest="allow_hosts",
+        default=[],
+        metavar="NAME",
+        help="a host name or address clients use to reach a non-loopback bind (repeatable); the Host and "
+        "Origin checks accept loopback and these only",
+    )
     p.add_argument("--preload", action="store_true", help="load the models before serving")
     p.set_defaults(func=cmd_serve)
     return parser

@@ -28,6 +28,7 @@ from auditor.batch import (
     REPORT,
     RESULTS,
     SUMMARY,
+    backend_fingerprint,
     in_flight,
     read_worklist,
     run_batch,
@@ -482,7 +483,8 @@ def test_a_studys_bad_field_is_its_error_line(tmp_path: Path) -> None:
     run_batch([study], tmp_path / "out", settings(replay))
     message = "unknown view 'oblique' (expected PA, AP or lateral)"
     error = {"code": "invalid_view", "message": message}
-    assert result_lines(tmp_path / "out") == [{"id": "x", "input": study.fingerprint, "error": error}]
+    key = study.input_key(backend_fingerprint(settings(replay)))
+    assert result_lines(tmp_path / "out") == [{"id": "x", "input": key, "error": error}]
 
 
 BAD_WORKLISTS = [

@@ -1,7 +1,7 @@
 """An outside client: the official MCP Inspector CLI against `cxr-auditor serve` over stdio.
 
 Needs Node.js and the npm package @modelcontextprotocol/inspector installed in the folder named by
-CXR_AUDITOR_INSPECTOR (.ci/run installs it there); skipped with that reason otherwise.
+MCP_INSPECTOR_DIR (.ci/run installs it there); skipped with that reason otherwise.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import pytest
 from auditor.draft_rules import read_draft
 from tests.conftest import URGENT_PNG
 
-INSPECTOR_DIR = os.environ.get("CXR_AUDITOR_INSPECTOR", "")
+INSPECTOR_DIR = os.environ.get("MCP_INSPECTOR_DIR", "")
 CLI = str(Path(sys.executable).parent / "cxr-auditor")
 
 pytestmark = pytest.mark.skipif(
     not (INSPECTOR_DIR and shutil.which("npx") and (Path(INSPECTOR_DIR) / "node_modules").is_dir()),
-    reason="set CXR_AUDITOR_INSPECTOR to a folder holding @modelcontextprotocol/inspector (.ci/run does)",
+    reason="set MCP_INSPECTOR_DIR to a folder holding @modelcontextprotocol/inspector (.ci/run does)",
 )
 
 

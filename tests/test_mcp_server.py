@@ -117,7 +117,7 @@ def test_audit_full_image_only_and_failed_grounding(server: Any, nih_images: Pat
         report = AuditReport.model_validate(only.structured_content)
         assert report.comparison.mode == "image_only"
         assert [f.kind for f in report.comparison.flags] == ["URGENT"]
-        assert "draft_empty_image_only" in [n.code for n in report.notes]
+        assert "no_draft_image_only" in [n.code for n in report.comparison.notes]
 
         garbled = await client.call_tool(
             "audit", {"image": str(nih_images / GARBLED_PNG), "draft": "Normal."}
@@ -142,6 +142,17 @@ def test_render_findings_returns_only_a_small_image(server: Any, nih_images: Pat
         data = base64.b64decode(result.content[0].data)
         assert len(data) < 400_000
         assert result.content[0].mime_type in {"image/png", "image/jpeg"}
+
+    run(server, body)
+
+
+def test_render_refuses_a_grounding_of_another_image(server: Any, nih_images: Path) -> None:
+    async def body(client: Client) -> None:
+        g = await client.call_tool("ground_image", {"image": str(nih_images / URGENT_PNG)})
+        other = await client.call_tool(
+            "render_findings", {"image": str(nih_images / NORMAL_PNG), "grounding": g.structured_content}
+        )
+        assert "another image" in error_text(other)
 
     run(server, body)
 

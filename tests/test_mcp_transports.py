@@ -159,6 +159,59 @@ def test_bad_configuration_fails_at_start_with_one_line(
     assert len(lines) == 1 and message in lines[0], proc.stderr
 
 
+def test_unknown_environment_variable_fails_at_start() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CXR_AUDITOR_")}
+    env["CXR_AUDITOR_IMAGE_ROOT"] = "/srv/images"  # a typo for IMAGE_ROOTS: must not switch the guard off
+    proc = subprocess.run(
+        [CLI, "serve"], capture_output=True, text=True, timeout=30, env=env, stdin=subprocess.DEVNULL
+    )
+    assert proc.returncode == 2 and "CXR_AUDITOR_IMAGE_ROOT" in proc.stderr, proc.stderr
+
+
+def test_wildcard_bind_needs_the_names_clients_use(replay_file: Path) -> None:
+    args = [
+        "serve",
+        "--http",
+        "--host",
+        "0.0.0.0",
+        "--token",
+        "t",
+        "--grounder",
+        "replay",
+        "--replay",
+        str(replay_file),
+    ]
+    proc = subprocess.run([CLI, *args], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2 and "--allow-host" in proc.stderr, proc.stderr
+
+
+def test_host_patterns_bracket_ipv6() -> None:
+    from mcp_server.serve import _host_pattern
+
+    assert _host_pattern("2001:db8::1") == "[2001:db8::1]:*"
+    assert _host_pattern("[::1]") == "[::1]:*"
+    assert _host_pattern("scanner.local") == "scanner.local:*"
+
+
+def test_serve_fails_at_start_on_a_bad_reader_prompt_or_missing_gpu(
+    replay_file: Path, tmp_path: Path
+) -> None:
+    bad = tmp_path / "prompt.txt"
+    bad.write_bytes(b"\xff\xfe not utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CXR_AUDITOR_")}
+    base = [CLI, "serve", "--grounder", "replay", "--replay", str(replay_file)]
+    for extra, word in (
+        (["--reader", "http", "--reader-url", "http://127.0.0.1:9"], "reader"),
+        (["--device", "cuda"], "cuda"),
+    ):
+        run_env = {**env, "CXR_AUDITOR_READER_PROMPT": str(bad)} if word == "reader" else env
+        proc = subprocess.run(
+            [*base, *extra], capture_output=True, text=True, timeout=60, env=run_env, stdin=subprocess.DEVNULL
+        )
+        assert proc.returncode == 2 and word in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+
+
 def test_bad_replay_line_names_the_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"image_sha256": "abc", "raw_output": "[]"}\n')

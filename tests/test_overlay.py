@@ -123,7 +123,14 @@ def test_image_only_pass_marks_urgent_red_and_does_not_claim_agreement() -> None
     assert left_edge(img, BOX_URGENT, 512) == "red"
     assert left_edge(img, BOX_AGREED, 512) == "blue"  # not compared, so never green
     assert any(line.startswith("image-only pass: no draft given") for line in legend_text(g, c))
-    unread = compare(g, read_draft(""))
+    assert any(
+        line.startswith("image-only pass: no draft given")
+        for line in legend_text(g, compare(g, read_draft("")))
+    )
+    failed = read_draft("a draft the reader could not use").model_copy(
+        update={"outcome": ParseOutcome.FAILED}
+    )
+    unread = compare(g, failed)
     assert any(line.startswith("image-only pass: draft not read") for line in legend_text(g, unread))
 
 

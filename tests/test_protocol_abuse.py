@@ -224,3 +224,19 @@ def test_cancelled_call_leaves_the_server_serving(nih_images: Path) -> None:
 
     anyio.run(main)
     assert slow.calls == 2
+
+
+def test_cancelling_call_after_call_cannot_stack_up_threads(nih_images: Path) -> None:
+    slow = SlowGrounder(delay=0.4)
+    server = build_server(Auditor(Settings(grounder="replay"), grounder=slow))
+
+    async def main() -> None:
+        async with Client(server) as client:
+            for _ in range(20):
+                with anyio.move_on_after(0.03):
+                    await client.call_tool("ground_image", {"image": str(nih_images / URGENT_PNG)})
+            assert threading.active_count() <= 8  # the four worker threads, not one per cancelled call
+            ok = await client.call_tool("parse_draft", {"draft": "No effusion."})
+            assert not ok.is_error
+
+    anyio.run(main)

@@ -7,10 +7,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
 
 import pytest
 from PIL import Image
 
+from auditor.batch import summarize
 from auditor.compare import compare
 from auditor.draft_rules import read_draft
 from auditor.labels import Label
@@ -76,8 +80,19 @@ def results() -> list[StudyResult]:
     return out
 
 
+def summary_of(results: Sequence[StudyResult]) -> dict[str, Any]:
+    """The totals audit-batch would pass in: ``summarize`` over the results lines."""
+    lines: list[dict[str, Any]] = [
+        {"id": r.id, "report": r.report.model_dump(mode="json")}
+        if r.report is not None
+        else {"id": r.id, "error": asdict(r.error or StudyFailure("unknown", "no result"))}
+        for r in results
+    ]
+    return summarize(lines)
+
+
 def page(results: list[StudyResult], when: str = "2024-01-01T00:00:00+00:00") -> str:
-    return render_report(results, generated_at=when, source="day.csv")
+    return render_report(results, summary_of(results), generated_at=when, source="day.csv")
 
 
 def row_ids(html_text: str) -> list[str]:
@@ -127,6 +142,21 @@ def test_disclaimer_first_and_failures_listed(results: list[StudyResult]) -> Non
     assert "Not audited (1)" in failed and "not_found" in failed and "gone &amp; lost" in failed
     assert "6 studies" in text and "5 audited" in text and "2 with URGENT flags" in text
     assert "flags: 2 URGENT, 1 MISSING, 1 UNSUPPORTED" in text
+
+
+def test_header_shows_the_summary_it_is_given(results: list[StudyResult]) -> None:
+    """The totals come from the run's summary (what summary.json says), not recounted here."""
+    summary = summary_of(results) | {
+        "studies": 60,
+        "audited": 50,
+        "failed": 10,
+        "studies_with_urgent": 7,
+        "flags": {"URGENT": 9, "MISSING": 8, "UNSUPPORTED": 3},
+    }
+    text = render_report(results, summary, generated_at="t")
+    totals = text[text.index('<p class="totals">') : text.index("</header>")]
+    assert "60 studies" in totals and "50 audited" in totals and "10 not audited" in totals
+    assert "7 with URGENT flags" in totals and "flags: 9 URGENT, 8 MISSING, 3 UNSUPPORTED" in totals
 
 
 def test_pictures_inline_as_data_uris(results: list[StudyResult]) -> None:
@@ -200,6 +230,7 @@ def test_overlapping_spans_split_and_bad_spans_are_skipped() -> None:
 
 
 def test_empty_and_all_failed() -> None:
-    assert "No study was audited" in render_report([], generated_at="t")
-    only_failed = render_report([StudyResult("a", error=StudyFailure("not_found", "gone"))], generated_at="t")
+    assert "No study was audited" in render_report([], summarize([]), generated_at="t")
+    failures = [StudyResult("a", error=StudyFailure("not_found", "gone"))]
+    only_failed = render_report(failures, summary_of(failures), generated_at="t")
     assert "Not audited (1)" in only_failed and 'id="studies"' not in only_failed

@@ -341,5 +341,5 @@ def test_screenshot(report: Path, tmp_path: Path) -> None:
         assert im.size == (1280, 1600)
         lo, hi = im.convert("L").getextrema()
         assert isinstance(lo, int) and isinstance(hi, int) and hi - lo > 100, "the screenshot is blank"
-    if os.environ.get("CXR_AUDITOR_KEEP_SCREENSHOT"):
-        shutil.copy(shot, os.environ["CXR_AUDITOR_KEEP_SCREENSHOT"])
+    if os.environ.get("CXR_TEST_KEEP_SCREENSHOT"):
+        shutil.copy(shot, os.environ["CXR_TEST_KEEP_SCREENSHOT"])
