@@ -409,3 +409,16 @@ def test_script_compare_error_and_schema_check(tmp_path: Path) -> None:
     assert script("schema", "--write", "--dir", "schemas", cwd=tmp_path).returncode == 0
     proc = script("schema", "--check", "--dir", "schemas", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_batch_non_utf8_line_is_its_own_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    batch = tmp_path / "mixed.jsonl"
+    batch.write_bytes(
+        b'{"id": "a", "text": "No effusion."}\n\xff\xfe broken\n{"id": "c", "text": "Cardiomegaly."}\n'
+    )
+    assert main(["parse-draft", "--batch", str(batch)]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x.get("id") for x in lines] == ["a", None, "c"]
+    assert "not UTF-8" in lines[1]["error"]
