@@ -78,3 +78,25 @@ def test_compare_needs_finished_runs(tmp_path: Path, capsys: pytest.CaptureFixtu
         main(["eval", "compare", str(tmp_path / "empty"), str(tmp_path / "empty")])
     assert exc.value.code == 2
     assert "metrics.json" in capsys.readouterr().err
+
+
+def test_compare_reads_run_folders_without_changing_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A torn last line (a run killed mid-write, or one still being written) is ignored, not repaired:
+    only the writer that resumes a run may cut it off."""
+    write_run(tmp_path / "v1", {0, 1, 2, 3})
+    write_run(tmp_path / "v2", {2, 3, 4})
+    for name, tail in (("v1", '{"id": "n9", "outcome": "cle'), ("v2", "")):
+        with open(tmp_path / name / ITEMS_FILE, "a", encoding="utf-8") as fh:
+            fh.write(tail)
+    # v2 loses the newline after its last whole record
+    v2_items = tmp_path / "v2" / ITEMS_FILE
+    v2_items.write_bytes(v2_items.read_bytes().rstrip(b"\n"))
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    code = main(["eval", "compare", str(tmp_path / "v1"), str(tmp_path / "v2")])
+    text = capsys.readouterr().out
+    assert code == 0
+    assert "A only 2, B only 1" in text  # the whole records of both runs were all read
+    after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == before

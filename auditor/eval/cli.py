@@ -35,7 +35,7 @@ def cmd_eval_reader(args: argparse.Namespace) -> int:
     if not Path(path).is_file():
         raise CliError(f"{path}: no such file")
     try:
-        result = evaluate_reader(path, reader=args.reader)
+        result = evaluate_reader(path, reader=args.reader, command_line=_command_line(args, "reader"))
     except ValueError as exc:
         raise CliError(str(exc)) from None
     if args.out:
@@ -59,6 +59,7 @@ def _settings(args: argparse.Namespace, grounder: str | None) -> Settings:
         "reader": getattr(args, "reader", None),
         "reader_model": getattr(args, "reader_model", None),
         "reader_url": getattr(args, "reader_url", None),
+        "reader_revision": getattr(args, "reader_revision", None),
     }
     return load_settings(overrides, config_file=args.config)
 
@@ -67,7 +68,7 @@ def _plan(args: argparse.Namespace, command: Command) -> RunPlan:
     """Datasets, grounder, reader and settings from the flags; every bad value is one CliError line."""
     from auditor.cli import CliError
     from auditor.eval.datasets import load_all, parse_spec
-    from auditor.eval.runs import RunPlan
+    from auditor.eval.runs import RunPlan, generation_settings
 
     try:
         specs = [parse_spec(d) for d in args.dataset]
@@ -94,6 +95,11 @@ def _plan(args: argparse.Namespace, command: Command) -> RunPlan:
         progress=True if args.progress else None,
         command_line=_command_line(args, command),
     )
+    reader = args.reader if command == "audit" else None
+    try:
+        plan.settings = generation_settings(settings, args.grounder, reader)
+    except OSError as exc:  # a prompt file that went away since the settings were checked
+        raise CliError(f"cannot read a prompt file: {exc}") from None
     if command == "audit":
         plan.seed = args.seed
         _attach_reader(plan, settings, args.reader)
@@ -144,22 +150,22 @@ def _command_line(args: argparse.Namespace, runner: str) -> str:
 
 
 def _attach_reader(plan: RunPlan, settings: Settings, kind: str) -> None:
+    """The configured reader itself, called directly: not `Auditor.read`, whose fallback to the rule
+    reader would score the rule reader under this reader's name. Its failures are the item's."""
     from auditor.backends import BackendError
     from auditor.backends.factory import make_reader
     from auditor.cli import CliError
-    from auditor.pipeline import Auditor
 
     try:
         reader = make_reader(settings, kind)
     except (BackendError, KeyError) as exc:
         raise CliError(f"--reader {kind}: {exc}") from None
-    engine = Auditor(settings, reader=reader)
     state = reader.state()
-    plan.reader = engine.read
+    plan.reader = reader.read
     plan.reader_info = {
         "backend": state.backend,
         "model_id": state.model_id,
-        "revision": state.detail.get("revision"),
+        "revision": state.detail.get("revision") or (settings.reader_revision if kind != "rules" else None),
         "prompt_version": state.detail.get("prompt_version"),
     }
 
@@ -208,7 +214,9 @@ def cmd_eval_compare(args: argparse.Namespace) -> int:
     except (RunError, KeyError, ValueError) as exc:
         raise CliError(f"cannot compare {args.run_a} and {args.run_b}: {exc}") from None
     if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
+        from auditor.eval.runstore import write_text_atomic
+
+        write_text_atomic(Path(args.out), text)
     print(text, end="")
     return 0
 
@@ -257,6 +265,7 @@ def register(sub: Any) -> None:
     )
     a.add_argument("--reader-model", help="hub id or local folder of the draft reader")
     a.add_argument("--reader-url", help="base URL of an OpenAI-compatible engine for the draft reader")
+    a.add_argument("--reader-revision", help="draft reader revision (recorded in the run's provenance)")
     a.add_argument("--seed", type=int, default=0, help="synthetic draft seed (default 0)")
     a.set_defaults(func=cmd_eval_audit)
 

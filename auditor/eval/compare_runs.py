@@ -15,7 +15,7 @@ from typing import Any
 from auditor.eval.metrics import mcnemar_exact
 from auditor.eval.records import ItemRecord
 from auditor.eval.report import COUNT_ROWS, HEADLINE_ROWS, fmt_ci, fmt_interval, fmt_value
-from auditor.eval.runstore import ITEMS_FILE, RunError, RunStore
+from auditor.eval.runstore import RunError, load_records
 from auditor.eval.steps import predicted_labels
 from auditor.labels import Label
 
@@ -28,11 +28,13 @@ class Run:
 
 
 def load_run(path: Path) -> Run:
+    """A finished run's metrics and records, read without touching the folder (a torn last line of
+    ``items.jsonl`` is ignored, not repaired: repairing is the resuming writer's job)."""
     metrics_path = path / "metrics.json"
     if not metrics_path.is_file():
         raise RunError(f"{path}: no metrics.json (not a finished run folder)")
     metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-    records = RunStore(path).read_all() if (path / ITEMS_FILE).is_file() else {}
+    records = load_records(path)  # read-only: comparing two runs never changes either folder
     return Run(path, metrics, records)
 
 

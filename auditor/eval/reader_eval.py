@@ -7,16 +7,18 @@ predicting nothing, and listed by id: the total always equals the number of rows
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from auditor.eval.datasets import sha256_file
 from auditor.eval.metrics import macro_f1, presence_prf
 from auditor.eval.openi import read_reports
+from auditor.eval.provenance import code_version, environment
+from auditor.eval.runstore import write_json, write_text_atomic
 from auditor.labels import LABEL_ORDER
+from auditor.recovery import tally
 from auditor.schema import DraftReading, Integrity, ModelInfo, ParseOutcome
 
 
@@ -43,10 +45,12 @@ class ReaderEvalResult(BaseModel):
     integrity: Integrity
     failures: list[dict[str, str]]
     reports_per_second: float
-
-
-def _sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    code: dict[str, object] = Field(
+        default_factory=dict, description="package version, git commit and whether the tree was dirty"
+    )
+    environment: dict[str, str] = Field(default_factory=dict, description="python, numpy, platform")
+    command_line: str = ""
+    started: str = ""
 
 
 def _read_all(texts: list[str], reader: str) -> tuple[list[DraftReading], float]:
@@ -59,7 +63,8 @@ def _read_all(texts: list[str], reader: str) -> tuple[list[DraftReading], float]
     return readings, time.perf_counter() - t0
 
 
-def evaluate_reader(path: str | Path, reader: str = "rules") -> ReaderEvalResult:
+def evaluate_reader(path: str | Path, reader: str = "rules", command_line: str = "") -> ReaderEvalResult:
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     items = read_reports(path)
     readings, seconds = _read_all([i.text for i in items], reader)
     scores = {}
@@ -67,7 +72,6 @@ def evaluate_reader(path: str | Path, reader: str = "rules") -> ReaderEvalResult
         gold = [i.gold.get(label) for i in items]
         predicted = [any(m.label is label and m.status == "present" for m in r.mentions) for r in readings]
         scores[label.value] = presence_prf(gold, predicted)
-    outcomes = [r.outcome for r in readings]
     failures = [
         {"id": i.id, "reason": "; ".join(n.message for n in r.notes) or "failed"}
         for i, r in zip(items, readings, strict=True)
@@ -75,18 +79,17 @@ def evaluate_reader(path: str | Path, reader: str = "rules") -> ReaderEvalResult
     ]
     return ReaderEvalResult(
         dataset=str(path),
-        dataset_sha256=_sha256(path),
+        dataset_sha256=sha256_file(Path(path)),
         reader=readings[0].model if readings else ModelInfo(backend=reader, model_id="?"),
         labels={k: LabelScore.model_validate(v.as_dict()) for k, v in scores.items()},
         macro_f1=round(macro_f1(list(scores.values())), 4),
-        integrity=Integrity(
-            total=len(outcomes),
-            clean=outcomes.count(ParseOutcome.CLEAN),
-            recovered=outcomes.count(ParseOutcome.RECOVERED),
-            failed=outcomes.count(ParseOutcome.FAILED),
-        ),
+        integrity=tally(r.outcome for r in readings),
         failures=failures,
         reports_per_second=round(len(items) / seconds, 1) if seconds else 0.0,
+        code=code_version(),
+        environment=environment(),
+        command_line=command_line,
+        started=started,
     )
 
 
@@ -107,13 +110,18 @@ def report_markdown(result: ReaderEvalResult) -> str:
         f"| **macro-F1** | | | **{result.macro_f1:.3f}** | | |",
         "",
         f"Integrity: {i.total} reports, {i.clean} clean, {i.recovered} recovered, {i.failed} failed.",
+        "",
+        "## Provenance",
+        "",
+        f"- command: `{result.command_line or 'n/a'}`",
+        f"- dataset sha256 `{result.dataset_sha256}`",
+        f"- code: cxr-draft-auditor {result.code.get('auditor')}, git {result.code.get('git_commit')}"
+        + (" (uncommitted changes)" if result.code.get("git_dirty") else ""),
     ]
     return "\n".join(lines) + "\n"
 
 
 def write_run(result: ReaderEvalResult, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(
-        json.dumps(result.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8"
-    )
-    (out / "report.md").write_text(report_markdown(result), encoding="utf-8")
+    write_json(out / "metrics.json", result.model_dump(mode="json"))
+    write_text_atomic(out / "report.md", report_markdown(result))

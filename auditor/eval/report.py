@@ -8,6 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 MAX_FAILURES_SHOWN = 100
+_FAILED_MEANS = "a failed stage is scored as predicting nothing: a failed grounding gives no findings"
+_FAILED_MEANS_AUDIT = (
+    f"{_FAILED_MEANS} and no flags, a failed reading is judged as no draft "
+    "(image-only: URGENT flags only, no MISSING or UNSUPPORTED)"
+)
 
 HEADLINE_ROWS = (
     ("Presence macro-F1", "presence_macro_f1"),
@@ -93,7 +98,8 @@ def _integrity(metrics: dict[str, Any]) -> list[str]:
     if not failures:
         lines.append("No item failed.")
         return lines
-    lines += [f"Failures ({len(failures)}; a failed item is scored as predicting nothing):", ""]
+    means = _FAILED_MEANS_AUDIT if metrics["command"] == "audit" else _FAILED_MEANS
+    lines += [f"Failures ({len(failures)}; {means}):", ""]
     lines += ["| id | stage | reason |", "|---|---|---|"]
     for f in failures[:MAX_FAILURES_SHOWN]:
         reason = str(f["reason"]).replace("|", "\\|").replace("\n", " ")
@@ -181,8 +187,12 @@ def _provenance(metrics: dict[str, Any]) -> list[str]:
     if "reader" in cfg:
         r = cfg["reader"]
         lines.append(
-            f"- reader: {r.get('backend')} `{r.get('model_id')}`, prompt {r.get('prompt_version') or 'n/a'}"
+            f"- reader: {r.get('backend')} `{r.get('model_id')}` revision {r.get('revision') or 'n/a'}, "
+            f"prompt {r.get('prompt_version') or 'n/a'}"
         )
+    if cfg.get("settings"):
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(cfg["settings"].items()))
+        lines.append(f"- generation settings: {shown}")
     if "seed" in cfg:
         lines.append(f"- seed {cfg['seed']}, synthetic drafts {cfg['synthetic_version']}")
     lines.append(

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from auditor.eval.datasets import LoadedDataset, sha256_file
 from auditor.eval.grounders import ItemGrounder
@@ -20,12 +20,65 @@ from auditor.eval.progress import Progress
 from auditor.eval.provenance import code_version, config_hash, environment
 from auditor.eval.records import ItemRecord
 from auditor.eval.report import report_markdown
-from auditor.eval.runstore import RunError, RunStore, ids_in_order, write_json
+from auditor.eval.runstore import RunError, RunStore, ids_in_order, write_json, write_text_atomic
 from auditor.eval.score import score
 from auditor.eval.steps import Reader, audit_step, ground_step
 from auditor.eval.synthetic import SYNTHETIC_VERSION
 
+if TYPE_CHECKING:
+    from auditor.config import Settings
+
 Command = Literal["grounding", "audit"]
+
+# The settings that change what a backend generates, per backend kind. Engine plumbing (timeouts,
+# retries, concurrency) changes no output, and secrets (api_key, http_token) are never recorded.
+_GROUNDER_SETTINGS: Final[dict[str, tuple[str, ...]]] = {
+    "hf": (
+        "grounder_model",
+        "grounder_revision",
+        "grounder_prompt",
+        "grounder_max_new_tokens",
+        "box_order",
+        "box_scale",
+        "device",
+        "dtype",
+    ),
+    "http": (
+        "grounder_url",
+        "grounder_model",
+        "grounder_api_model",
+        "grounder_revision",
+        "grounder_prompt",
+        "grounder_max_new_tokens",
+        "box_order",
+        "box_scale",
+    ),
+    "replay": ("box_order", "box_scale"),
+}
+_READER_SETTINGS: Final[dict[str, tuple[str, ...]]] = {
+    "hf": (
+        "reader_model",
+        "reader_revision",
+        "reader_prompt",
+        "reader_max_new_tokens",
+        "reader_reasoning",
+        "reader_reasoning_budget",
+        "device",
+        "dtype",
+    ),
+    "http": (
+        "reader_url",
+        "reader_model",
+        "reader_api_model",
+        "reader_revision",
+        "reader_prompt",
+        "reader_max_new_tokens",
+        "reader_reasoning",
+        "reader_reasoning_budget",
+    ),
+}
+SECRET_SETTINGS: Final = frozenset({"api_key", "http_token"})
+_PROMPT_FILES: Final = frozenset({"grounder_prompt", "reader_prompt"})
 
 
 @dataclass
@@ -44,6 +97,22 @@ class RunPlan:
     sizes: Path | None = None
     progress: bool | None = None
     command_line: str = ""
+    settings: dict[str, object] = field(default_factory=dict)
+
+
+def generation_settings(settings: Settings, grounder: str, reader: str | None = None) -> dict[str, object]:
+    """The settings that shape the generations of this grounder and reader kind (none for the oracle
+    and the rule reader), for the run's configuration hash. A prompt file is recorded by its sha256
+    (key ``..._prompt_sha256``), so editing the file is a different configuration."""
+    keys = set(_GROUNDER_SETTINGS.get(grounder, ())) | set(_READER_SETTINGS.get(reader or "", ()))
+    out: dict[str, object] = {}
+    for key in sorted(keys - SECRET_SETTINGS):
+        value = getattr(settings, key)
+        if key in _PROMPT_FILES:
+            out[f"{key}_sha256"] = sha256_file(value) if value is not None else None
+        else:
+            out[key] = str(value) if isinstance(value, Path) else value
+    return out
 
 
 def run_config(plan: RunPlan) -> dict[str, Any]:
@@ -55,6 +124,7 @@ def run_config(plan: RunPlan) -> dict[str, Any]:
         "sizes_sha256": sha256_file(plan.sizes) if plan.sizes is not None else None,
         "images": str(plan.images.resolve()) if plan.images is not None else None,
         "grounder": plan.grounder.describe(),
+        "settings": dict(plan.settings),
         "code": {"auditor": code["auditor"], "git_commit": code["git_commit"]},
     }
     if plan.command == "audit":
@@ -86,10 +156,25 @@ def execute(plan: RunPlan) -> dict[str, Any]:
     }
     store = RunStore(plan.out)
     done = store.start(config, provenance)
+    try:  # the folder stays locked until metrics.json and report.md are written
+        metrics = _run_and_score(plan, store, done, config, provenance)
+    finally:
+        store.close()
+    return metrics
+
+
+def _run_and_score(
+    plan: RunPlan,
+    store: RunStore,
+    done: dict[str, ItemRecord],
+    config: dict[str, Any],
+    provenance: dict[str, Any],
+) -> dict[str, Any]:
+    """The item loop, then scoring from the records on disk and the two result files."""
+    code = code_version()
     ids = {i.id for i in plan.items}
     stray = sorted(set(done) - ids)
     if stray:
-        store.close()
         raise RunError(f"{plan.out}: records for ids not in the dataset, e.g. {stray[:3]}")
     step = _step(plan)
     todo = [i for i in plan.items if i.id not in done]
@@ -101,7 +186,7 @@ def execute(plan: RunPlan) -> dict[str, Any]:
             bar.update()
     finally:
         bar.close()
-        store.close()
+        store.close_items()
     seconds = time.perf_counter() - t0
     records = ids_in_order(store.read_all(), [i.id for i in plan.items])
     metrics: dict[str, Any] = {"command": plan.command}
@@ -120,5 +205,5 @@ def execute(plan: RunPlan) -> dict[str, Any]:
     metrics["datasets"] = [d.describe() for d in plan.datasets]
     metrics["provenance"] = provenance
     write_json(plan.out / "metrics.json", metrics)
-    (plan.out / "report.md").write_text(report_markdown(metrics), encoding="utf-8")
+    write_text_atomic(plan.out / "report.md", report_markdown(metrics))
     return metrics

@@ -5,13 +5,21 @@ Resuming is the point: a rerun with the same ``--out`` reads the records already
 ids. It refuses, naming the settings that differ, when the configuration hash is not the one the folder
 was started with, because mixing two configurations' records would produce a number nobody ran. A
 last line cut off mid-write (the process was killed) is discarded and that item is redone.
+
+Reading and repairing are separate: `load_records` only reads (``eval compare`` and scoring use it, and
+never touch the file); only the writer that resumes a run (`RunStore.start`) truncates a torn last line.
+One writer at a time: `RunStore.start` holds an exclusive lock on ``DIR/.lock`` until `RunStore.close`,
+so a second run into the same folder fails at once instead of interleaving its records.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import secrets
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -22,10 +30,66 @@ from auditor.eval.records import ItemRecord
 
 RUN_FILE = "run.json"
 ITEMS_FILE = "items.jsonl"
+LOCK_FILE = ".lock"
+PARTIAL_NOTE = f"{ITEMS_FILE}: discarded a partial last line (item redone)"
 
 
 class RunError(ValueError):
     """The run folder cannot be used as asked; the message says why and what to do."""
+
+
+@dataclass
+class ParsedItems:
+    """``items.jsonl`` as read: its records, and how many leading bytes hold them (``keep``).
+
+    ``torn`` is true when a last line was cut off mid-write; ``newline_lost`` when the last whole record
+    has no newline after it. Either way the file needs repair before more records are appended to it.
+    """
+
+    records: dict[str, ItemRecord] = field(default_factory=dict)
+    keep: int = 0
+    size: int = 0
+    torn: bool = False
+    newline_lost: bool = False
+
+    @property
+    def needs_repair(self) -> bool:
+        return self.keep < self.size or self.newline_lost
+
+
+def parse_items(path: Path) -> ParsedItems:
+    """Read ``items.jsonl`` without changing it. A torn last line is ignored; any other bad line, or a
+    second record for one id, is a RunError naming the line."""
+    if not path.is_file():
+        return ParsedItems()
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    parsed = ParsedItems(size=len(data))
+    keep = 0
+    for number, line in enumerate(lines, start=1):
+        last = number == len(lines)
+        if not line.strip():
+            keep += len(line) + (0 if last else 1)
+            continue
+        try:
+            record = ItemRecord.model_validate_json(line)
+        except ValidationError as exc:
+            if last:  # written partly when the run was killed: that item is redone
+                parsed.torn = True
+                break
+            raise RunError(f"{path}:{number}: not a valid item record ({exc.errors()[0]['msg']})") from None
+        if record.id in parsed.records:
+            raise RunError(f"{path}:{number}: a second record for item {record.id!r}")
+        parsed.records[record.id] = record
+        keep += len(line) + (0 if last else 1)
+    parsed.keep = keep
+    parsed.newline_lost = bool(keep) and not data[:keep].endswith(b"\n")
+    return parsed
+
+
+def load_records(out: Path) -> dict[str, ItemRecord]:
+    """Every whole record in a run folder, read-only (a torn last line is left in place and ignored)."""
+    return parse_items(out / ITEMS_FILE).records
 
 
 class RunStore:
@@ -33,12 +97,48 @@ class RunStore:
         self.out = out
         self.items_path = out / ITEMS_FILE
         self.run_path = out / RUN_FILE
+        self.lock_path = out / LOCK_FILE
         self._fh: IO[str] | None = None
+        self._lock: IO[bytes] | None = None
         self.notes: list[str] = []
 
     def start(self, config: dict[str, Any], provenance: dict[str, Any]) -> dict[str, ItemRecord]:
-        """Create the folder, or check it belongs to this configuration; return the finished records."""
+        """Lock the folder, create it or check it belongs to this configuration, repair a torn last line;
+        return the finished records. On any error the lock is released again."""
         self.out.mkdir(parents=True, exist_ok=True)
+        self._acquire()
+        try:
+            self._check_or_create(config, provenance)
+            done = self._read_done()
+            self._fh = open(self.items_path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        except BaseException:
+            self._release()
+            raise
+        return done
+
+    def _acquire(self) -> None:
+        fh = open(self.lock_path, "a+b")  # noqa: SIM115 - closed in _release()
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            raise RunError(
+                f"another run is writing {self.out}: wait for it to finish, or use another --out folder"
+            ) from None
+        except BaseException:
+            fh.close()
+            raise
+        self._lock = fh
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            try:
+                fcntl.flock(self._lock.fileno(), fcntl.LOCK_UN)
+            finally:
+                self._lock.close()
+                self._lock = None
+
+    def _check_or_create(self, config: dict[str, Any], provenance: dict[str, Any]) -> None:
         digest = config_hash(config)
         if self.run_path.exists():
             old = json.loads(self.run_path.read_text(encoding="utf-8"))
@@ -52,63 +152,67 @@ class RunStore:
             raise RunError(f"{self.items_path} exists without {RUN_FILE}: not a run folder of this tool")
         else:
             record = {"config": config, "config_sha256": digest, "provenance": provenance}
-            self.run_path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        done = self._read_done()
-        self._fh = open(self.items_path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        return done
+            write_text_atomic(self.run_path, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
     def _read_done(self) -> dict[str, ItemRecord]:
-        if not self.items_path.exists():
-            return {}
-        data = self.items_path.read_bytes()
-        lines = data.split(b"\n")
-        done: dict[str, ItemRecord] = {}
-        keep = 0
-        for number, line in enumerate(lines, start=1):
-            last = number == len(lines)
-            if not line.strip():
-                keep += len(line) + (0 if last else 1)
-                continue
-            try:
-                record = ItemRecord.model_validate_json(line)
-            except ValidationError as exc:
-                if last:  # written partly when the run was killed: redo that item
-                    self.notes.append(f"{ITEMS_FILE}: discarded a partial last line (item redone)")
-                    break
-                raise RunError(
-                    f"{self.items_path}:{number}: not a valid item record ({exc.errors()[0]['msg']})"
-                ) from None
-            if record.id in done:
-                raise RunError(f"{self.items_path}:{number}: a second record for item {record.id!r}")
-            done[record.id] = record
-            keep += len(line) + (0 if last else 1)
-        if keep < len(data) or (keep and not data[:keep].endswith(b"\n")):
+        """The finished records; the writer (only) cuts a torn last line off and restores a lost
+        newline, so that the records it appends start on a line of their own."""
+        parsed = parse_items(self.items_path)
+        if parsed.torn:
+            self.notes.append(PARTIAL_NOTE)
+        if parsed.needs_repair:
             with open(self.items_path, "r+b") as fh:
-                fh.truncate(keep)
-                if keep and not data[:keep].endswith(b"\n"):  # a whole record whose newline was lost
-                    fh.seek(keep)
+                fh.truncate(parsed.keep)
+                if parsed.newline_lost:  # a whole record whose newline was lost
+                    fh.seek(parsed.keep)
                     fh.write(b"\n")
-        return done
+        return parsed.records
 
     def append(self, record: ItemRecord) -> None:
         assert self._fh is not None, "start() first"
         self._fh.write(record.model_dump_json(exclude_defaults=True) + "\n")
         self._fh.flush()
 
-    def close(self) -> None:
+    def close_items(self) -> None:
+        """Flush, sync and close ``items.jsonl``; the folder stays locked (scoring comes next)."""
         if self._fh is not None:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-            self._fh.close()
-            self._fh = None
+            fh, self._fh = self._fh, None
+            try:
+                fh.flush()
+                os.fsync(fh.fileno())
+            finally:
+                fh.close()
+
+    def close(self) -> None:
+        """Close ``items.jsonl`` and release the folder's lock. Safe to call twice."""
+        try:
+            self.close_items()
+        finally:
+            self._release()
 
     def read_all(self) -> dict[str, ItemRecord]:
-        """Every record now in the folder (after a run, for scoring)."""
-        return self._read_done()
+        """Every record now in the folder (after a run, for scoring); reads only."""
+        return load_records(self.out)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all: a temporary file in the same folder, synced, then
+    renamed over ``path`` (a reader never sees half a file, a crash never leaves one)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for open()
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def ids_in_order(records: dict[str, ItemRecord], ids: Iterable[str]) -> list[ItemRecord]:

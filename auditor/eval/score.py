@@ -1,9 +1,10 @@
 """Score a finished run from its records: integrity first, then presence, boxes, urgent recall, flags.
 
 The totals are checked, not assumed: every dataset item has exactly one record, clean + recovered +
-failed = total, and the number of scored items equals the dataset's item count. A failed item is
-scored as having predicted nothing (no findings, no flags); it is not left out, because leaving it out
-is exactly the silent drop that once flipped a model decision.
+failed = total, and the number of scored items equals the dataset's item count. A failed stage is
+scored as having predicted nothing (a failed grounding: no findings, no flags; a failed reading: judged
+as no draft, so only the image-only URGENT flags); the item is not left out, because leaving it out is
+exactly the silent drop that once flipped a model decision.
 """
 
 from __future__ import annotations

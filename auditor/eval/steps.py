@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from auditor.compare import compare
+from auditor.compare import compare, draft_status
 from auditor.eval.grounders import ItemError, ItemGrounder
 from auditor.eval.items import EvalItem
 from auditor.eval.records import Failure, FlagRecord, ItemRecord, PredictedFinding, combine
@@ -78,20 +78,25 @@ def ground_step(item: EvalItem, grounder: ItemGrounder) -> ItemRecord:
 
 
 def _read(text: str, read: Reader) -> tuple[DraftReading | None, list[Failure]]:
+    """The reading to judge, or None when the reader failed (raised, or gave a failed outcome).
+
+    A failed reading is judged as no reading at all (the image-only pass: URGENT flags only), so the
+    item predicts no MISSING or UNSUPPORTED flag. The reader is the configured one, called directly:
+    nothing here falls back to another reader, which would score that reader under this one's name.
+    A reading that says the rule reader stood in (``reader_fallback_rules``) is a failure too.
+    """
     try:
         reading = read(text)
-    except Exception as exc:
-        return None, [Failure(stage="reading", reason=f"{type(exc).__name__}: {exc}")]
-    codes = {n.code for n in reading.notes}
+    except Exception as exc:  # BackendError (out of memory, engine down, ...) or a reader bug
+        code = getattr(exc, "code", None)
+        name = f"{type(exc).__name__}({code})" if isinstance(code, str) else type(exc).__name__
+        return None, [Failure(stage="reading", reason=f"{name}: {exc}")]
     if reading.failed:
-        return reading, [
-            Failure(stage="reading", reason=_why([n.message for n in reading.notes], "unreadable"))
-        ]
-    if (
-        FALLBACK_CODE in codes
-    ):  # the configured reader failed; the rule reader read instead (as in production)
-        why = next(n.message for n in reading.notes if n.code == FALLBACK_CODE)
-        return reading, [Failure(stage="reading", reason=why)]
+        why = _why([n.message for n in reading.notes], "the reader's output was unusable")
+        return None, [Failure(stage="reading", reason=why)]
+    fallback = [n.message for n in reading.notes if n.code == FALLBACK_CODE]
+    if fallback:
+        return None, [Failure(stage="reading", reason=fallback[0])]
     return reading, []
 
 
@@ -111,7 +116,7 @@ def audit_step(item: EvalItem, seed: int, grounder: ItemGrounder, read: Reader) 
     except Exception as exc:
         failures.append(Failure(stage="compare", reason=f"{type(exc).__name__}: {exc}"))
     g_out = grounding.outcome if grounding is not None else None
-    r_out = None if reading is None else (ParseOutcome.FAILED if read_failures else reading.outcome)
+    r_out = ParseOutcome.FAILED if reading is None else reading.outcome
     outcome = ParseOutcome.FAILED if failures else combine(g_out, r_out)
     return ItemRecord.model_validate(
         {
@@ -129,20 +134,17 @@ def audit_step(item: EvalItem, seed: int, grounder: ItemGrounder, read: Reader) 
                 FlagRecord(kind=e.kind, label=e.label, draft_status=e.draft_status) for e in draft.expected
             ],
             "flags": flags,
-            "reading_outcome": r_out if r_out is not None else ParseOutcome.FAILED,
+            "reading_outcome": r_out,
         }
     )
 
 
-_RANK = {"present": 2, "uncertain": 1, "absent": 0}
-
-
 def _status_of(reading: DraftReading | None, label: Label | None) -> str | None:
-    """The reader's most assertive status for ``label`` (as the judge collapses it), or not_mentioned."""
+    """The reader's status for ``label`` as the judge collapses it (`compare.draft_status`), or
+    not_mentioned; None without a reading or a target."""
     if reading is None or label is None:
         return None
-    statuses = [m.status for m in reading.mentions if m.label is label]
-    return max(statuses, key=_RANK.__getitem__) if statuses else "not_mentioned"
+    return draft_status([m for m in reading.mentions if m.label is label]) or "not_mentioned"
 
 
 def _gold(item: EvalItem) -> list[Label]:
