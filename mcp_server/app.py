@@ -59,16 +59,12 @@ def _error_message(exc: Exception) -> str:
 
 
 _WORKER_THREADS = 4
-_limiter: anyio.CapacityLimiter | None = None
-
-
-def _workers() -> anyio.CapacityLimiter:
-    """A few worker threads for all tool calls: models are serialised anyway, and each extra thread
-    costs memory (decoded images, allocator arenas) without adding throughput on a small machine."""
-    global _limiter
-    if _limiter is None:
-        _limiter = anyio.CapacityLimiter(_WORKER_THREADS)
-    return _limiter
+# A few worker threads for all tool calls: models are serialised anyway, and each extra thread costs
+# memory (decoded images, allocator arenas) without adding throughput on a small machine. A plain
+# thread-safe semaphore, not an event-loop primitive: the thread that holds a slot releases it itself
+# when it really ends, even after the call that started it was cancelled or its event loop is gone.
+_SLOTS = threading.BoundedSemaphore(_WORKER_THREADS)
+_SLOT_POLL_S = 0.005
 
 
 async def _run(ctx: Context | None, work: Callable[[Callable[[str], None]], T], steps: int) -> T:
@@ -83,12 +79,11 @@ async def _run(ctx: Context | None, work: Callable[[Callable[[str], None]], T], 
             with contextlib.suppress(Exception):
                 anyio.from_thread.run(ctx.report_progress, min(done, steps), steps, message)
 
-    # The worker token is held by the thread, not by this call: a cancelled call returns at once, but its
-    # thread keeps the token until it really ends, so cancelling call after call cannot stack up threads.
-    limiter = _workers()
-    token = object()
-    await limiter.acquire_on_behalf_of(token)
-    state = {"phase": "pending"}  # pending -> running (the thread owns the token) | dropped (this call does)
+    # The slot is held by the thread, not by this call: a cancelled call returns at once, but its thread
+    # keeps the slot until it really ends, so cancelling call after call cannot stack up threads.
+    while not _SLOTS.acquire(blocking=False):
+        await anyio.sleep(_SLOT_POLL_S)
+    state = {"phase": "pending"}  # pending -> running (the thread owns the slot) | dropped (this call does)
     guard = threading.Lock()
 
     def claim(phase: str) -> bool:
@@ -99,19 +94,18 @@ async def _run(ctx: Context | None, work: Callable[[Callable[[str], None]], T], 
             return True
 
     def job() -> T:
-        if not claim("running"):  # cancelled before the thread started: nothing to do, token released
+        if not claim("running"):  # cancelled before the thread started: the slot was given back
             raise anyio.get_cancelled_exc_class()
         try:
             return work(progress)
         finally:
-            with contextlib.suppress(Exception):  # the loop may already be gone at shutdown
-                anyio.from_thread.run_sync(limiter.release_on_behalf_of, token)
+            _SLOTS.release()
 
     try:
         return await anyio.to_thread.run_sync(job, abandon_on_cancel=True)
     except BaseException as exc:
-        if claim("dropped"):  # the thread never started: the token is still this call's to give back
-            limiter.release_on_behalf_of(token)
+        if claim("dropped"):  # the thread never started: the slot is still this call's to give back
+            _SLOTS.release()
         if isinstance(exc, Exception) and not isinstance(exc, ToolError):
             raise ToolError(_error_message(exc)) from exc
         raise

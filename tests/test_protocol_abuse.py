@@ -240,3 +240,30 @@ def test_cancelling_call_after_call_cannot_stack_up_threads(nih_images: Path) ->
             assert not ok.is_error
 
     anyio.run(main)
+
+
+def test_threads_outliving_their_event_loop_give_their_slots_back(
+    nih_images: Path, replay_file: Path
+) -> None:
+    """Cancelled calls whose threads are still running when their event loop ends must not keep
+    worker slots forever: a later server (or loop) would otherwise hang on its first model call."""
+    slow = SlowGrounder(delay=0.5)
+    first = build_server(Auditor(Settings(grounder="replay"), grounder=slow))
+
+    async def cancel_many() -> None:
+        async with Client(first) as client:
+            for _ in range(6):
+                with anyio.move_on_after(0.02):
+                    await client.call_tool("ground_image", {"image": str(nih_images / URGENT_PNG)})
+
+    anyio.run(cancel_many)  # the loop ends while the slow threads still run
+    second = build_server(Auditor(Settings(grounder="replay", replay=replay_file)))
+
+    async def use_again() -> None:
+        async with Client(second) as client:
+            with anyio.fail_after(20):
+                for _ in range(6):
+                    result = await client.call_tool("ground_image", {"image": str(nih_images / URGENT_PNG)})
+                    assert not result.is_error
+
+    anyio.run(use_again)
