@@ -58,11 +58,8 @@ def chestx_det_items(
                 other.append(sym)
                 continue
             stats.boxes_in += 1
-            px = pixel_box(x0, y0, x1, y1, CHESTX_DET_FRAME, CHESTX_DET_FRAME)
-            stats.boxes_clipped += px.clipped
-            stats.boxes_unusable += px.box is None
-            stats.boxes_out += px.box is not None
-            found.append(GoldFinding(label, px.box, sym))
+            box = stats.count_box(pixel_box(x0, y0, x1, y1, CHESTX_DET_FRAME, CHESTX_DET_FRAME))
+            found.append(GoldFinding(label, box, sym))
         gold = tuple(found)
         items.append(
             EvalItem(

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from auditor.eval.boxes import PixelBox
 from auditor.labels import FINDING_LABELS, Label, dataset_label
 from auditor.schema import Box
 
@@ -96,6 +97,13 @@ class DatasetStats:
     boxes_clipped: int = 0
     boxes_unusable: int = 0
     notes: list[str] = field(default_factory=list)
+
+    def count_box(self, px: PixelBox) -> Box | None:
+        """Account for one converted box (kept, clipped or unusable) and return what is kept."""
+        self.boxes_clipped += px.clipped
+        self.boxes_unusable += px.box is None
+        self.boxes_out += px.box is not None
+        return px.box
 
     def as_dict(self) -> dict[str, object]:
         return {

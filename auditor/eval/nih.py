@@ -54,11 +54,8 @@ def nih_items(
             other[image].append(name)
             continue
         stats.boxes_in += 1
-        px = pixel_box(x, y, x + w, y + h, NIH_FRAME, NIH_FRAME)
-        stats.boxes_clipped += px.clipped
-        stats.boxes_unusable += px.box is None
-        stats.boxes_out += px.box is not None
-        findings[image].append(GoldFinding(label, px.box, name))
+        box = stats.count_box(pixel_box(x, y, x + w, y + h, NIH_FRAME, NIH_FRAME))
+        findings[image].append(GoldFinding(label, box, name))
     items = []
     for image, found in findings.items():
         gold = tuple(found)

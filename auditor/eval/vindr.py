@@ -113,11 +113,8 @@ def _item(image_id: str, img: _Image, size: Size | None, stats: DatasetStats) ->
                     f"box {[round(v, 1) for v in (x0, y0, x1, y1)]} lies outside the {width:g}x{height:g} "
                     "image: VinDr boxes are in original pixels (is this the size of a resized copy?)"
                 )
-            px = pixel_box(x0, y0, x1, y1, width, height)
-            stats.boxes_clipped += px.clipped
-            stats.boxes_unusable += px.box is None
-            stats.boxes_out += px.box is not None
-            found.append(GoldFinding(label, px.box, source))
+            box = stats.count_box(pixel_box(x0, y0, x1, y1, width, height))
+            found.append(GoldFinding(label, box, source))
     gold = tuple(found)
     return EvalItem(
         id=image_id,
