@@ -4,7 +4,7 @@ up the JSON Schemas checked in under `tools_schema/`, so a change to a tool's su
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Annotated, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,6 +19,30 @@ IMAGE_DESCRIPTION: Final = (
 )
 
 
+# Each argument's type, bounds and description, once: the input models below and the MCP tool
+# signatures (mcp_server/app.py) both use these, so the checked-in schemas and the wire cannot drift.
+ImageArg = Annotated[str, Field(min_length=1, description=IMAGE_DESCRIPTION)]
+DraftArg = Annotated[
+    str,
+    Field(
+        max_length=MAX_DRAFT_CHARS, description="The radiologist's draft impression or report text, verbatim."
+    ),
+]
+AuditDraftArg = Annotated[
+    str,
+    Field(
+        max_length=MAX_DRAFT_CHARS,
+        description="The draft impression; empty for an image-only pass (URGENT flags only).",
+    ),
+]
+ContextArg = Annotated[StudyContext | None, Field(description="optional patient age and view")]
+GroundingArg = Annotated[
+    Grounding | None, Field(description="ground_image's result; null when the image stage failed")
+]
+ReadingArg = Annotated[DraftReading | None, Field(description="parse_draft's result; null for image-only")]
+PolicyArg = Annotated[Policy | None, Field(description="optional judge policy; the default when null")]
+
+
 class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -26,38 +50,30 @@ class _Input(BaseModel):
 class GroundImageInput(_Input):
     """Arguments of ``ground_image``."""
 
-    image: str = Field(min_length=1, description=IMAGE_DESCRIPTION)
+    image: ImageArg
 
 
 class ParseDraftInput(_Input):
     """Arguments of ``parse_draft``."""
 
-    draft: str = Field(
-        max_length=MAX_DRAFT_CHARS, description="The radiologist's draft impression or report text, verbatim."
-    )
+    draft: DraftArg
 
 
 class CompareInput(_Input):
     """Arguments of ``compare``: the stage results exactly as the other tools returned them (or edited)."""
 
-    grounding: Grounding | None = Field(description="ground_image's result; null when the image stage failed")
-    reading: DraftReading | None = Field(
-        default=None, description="parse_draft's result; null for image-only"
-    )
-    context: StudyContext | None = Field(default=None, description="optional patient age and view")
-    policy: Policy | None = Field(default=None, description="optional judge policy; the default when null")
+    grounding: GroundingArg
+    reading: ReadingArg = None
+    context: ContextArg = None
+    policy: PolicyArg = None
 
 
 class AuditInput(_Input):
     """Arguments of ``audit``: the three stages in one call."""
 
-    image: str = Field(min_length=1, description=IMAGE_DESCRIPTION)
-    draft: str = Field(
-        default="",
-        max_length=MAX_DRAFT_CHARS,
-        description="The draft impression; empty for an image-only pass (URGENT flags only).",
-    )
-    context: StudyContext | None = Field(default=None, description="optional patient age and view")
+    image: ImageArg
+    draft: AuditDraftArg = ""
+    context: ContextArg = None
 
 
 TOOL_MODELS: Final[dict[str, tuple[type[BaseModel], type[BaseModel]]]] = {

@@ -26,20 +26,21 @@ import auditor
 from auditor.backends import BackendError
 from auditor.labels import LABEL_ORDER, URGENT_LABELS, synonym_table
 from auditor.pipeline import Auditor
-from auditor.schema import AuditReport, Comparison, DraftReading, Grounding, Policy, StudyContext
-from auditor.tool_io import IMAGE_DESCRIPTION, MAX_DRAFT_CHARS, tool_schemas
+from auditor.schema import AuditReport, Comparison, DraftReading, Grounding, Policy
+from auditor.tool_io import (
+    MAX_DRAFT_CHARS,
+    AuditDraftArg,
+    ContextArg,
+    DraftArg,
+    GroundingArg,
+    ImageArg,
+    PolicyArg,
+    ReadingArg,
+    tool_schemas,
+)
 from mcp_server import descriptions as text
 
 T = TypeVar("T")
-
-ImageArg = Annotated[str, Field(min_length=1, description=IMAGE_DESCRIPTION)]
-DraftArg = Annotated[
-    str,
-    Field(
-        max_length=MAX_DRAFT_CHARS, description="The radiologist's draft impression or report text, verbatim."
-    ),
-]
-ContextArg = Annotated[StudyContext | None, Field(description="optional patient age and view")]
 
 READ_ONLY = dict(read_only_hint=True, destructive_hint=False, idempotent_hint=True)
 
@@ -150,16 +151,10 @@ def _add_tools(server: MCPServer, engine: Auditor) -> None:
         annotations=ToolAnnotations(title="Compare image and draft", open_world_hint=False, **READ_ONLY),
     )
     async def compare(  # async: the judge takes microseconds, so it runs on the loop, not in a thread
-        grounding: Annotated[
-            Grounding | None, Field(description="ground_image's result; null when the image stage failed")
-        ],
-        reading: Annotated[
-            DraftReading | None, Field(description="parse_draft's result; null for image-only")
-        ] = None,
+        grounding: GroundingArg,
+        reading: ReadingArg = None,
         context: ContextArg = None,
-        policy: Annotated[
-            Policy | None, Field(description="optional judge policy; the default when null")
-        ] = None,
+        policy: PolicyArg = None,
     ) -> Comparison:
         return engine.compare(grounding, reading, context, policy)
 
@@ -171,13 +166,7 @@ def _add_tools(server: MCPServer, engine: Auditor) -> None:
     async def audit(
         image: ImageArg,
         ctx: Context,
-        draft: Annotated[
-            str,
-            Field(
-                max_length=MAX_DRAFT_CHARS,
-                description="The draft impression; empty for an image-only pass (URGENT flags only).",
-            ),
-        ] = "",
+        draft: AuditDraftArg = "",
         context: ContextArg = None,
     ) -> AuditReport:
         return await _run(ctx, lambda p: engine.audit(image, draft, context, p), steps=4)

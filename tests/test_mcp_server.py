@@ -63,6 +63,14 @@ def test_tools_are_typed_annotated_and_disclaimed(server: Any) -> None:
             wire = tools[name].input_schema
             assert set(wire["properties"]) == set(inp.model_json_schema()["properties"]), name
             assert set(wire.get("required", [])) == set(inp.model_json_schema().get("required", [])), name
+            for prop, expected in inp.model_json_schema()[
+                "properties"
+            ].items():  # bounds and descriptions too
+                untitled = {k: v for k, v in expected.items() if k != "title"}
+                assert {k: v for k, v in wire["properties"][prop].items() if k != "title"} == untitled, (
+                    name,
+                    prop,
+                )
 
     run(server, body)
 
