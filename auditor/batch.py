@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TextIO
 
 from pydantic import ValidationError
 
-from auditor.cli import CliError, emit, read_text
-from auditor.cli_flags import add_backend_flags
+from auditor.cli import EXIT_MODEL, EXIT_STUDIES_FAILED, CliError, emit, read_text
+from auditor.cli_flags import add_backend_flags, add_progress_flag
 from auditor.report_html import KINDS, StudyFailure, StudyResult, render_report
 from auditor.schema import AuditReport, StudyContext
 
@@ -57,14 +57,18 @@ SUMMARY: Final = "summary.json"
 REPORT: Final = "report.html"
 PICTURES: Final = "pictures"
 LOCK: Final = ".lock"
-COLUMNS: Final = ("id", "image", "draft", "age_years", "view")
+COLUMNS: Final = ("id", "image", "draft", "age_years", "view", "study_uid")
 REQUIRED_COLUMNS: Final = ("id", "image")
+"""``study_uid`` (a study in the configured DICOMweb archive) may stand in for ``image``."""
 View = Literal["PA", "AP", "lateral"]
 VIEWS: Final[dict[str, View]] = {"pa": "PA", "ap": "AP", "lateral": "lateral"}
-PICTURE_SIDE: Final = 384
-PICTURE_BYTES: Final = 80_000
-"""A thumbnail a reader can still see boxes on; 500 of them keep the page openable."""
+PICTURE_SIDE: Final = 640
+PICTURE_BYTES: Final = 120_000
+"""Large enough to see a nodule's box when enlarged (the page shows it at 320 px, click for 640); 500 of
+them keep the page openable."""
 EXIT_INTERRUPTED: Final = 130
+MODEL_DOWN: Final = frozenset({"load_failed", "device_unavailable", "download_failed"})
+"""Failures of the model itself, not of one study: the next study would fail the same way."""
 
 
 # ---- the worklist ----------------------------------------------------------------------------------
@@ -81,6 +85,7 @@ class Study:
     draft: str = ""
     context: StudyContext | None = None
     problem: StudyFailure | None = None
+    study_uid: str | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -89,7 +94,10 @@ class Study:
         resume instead (see ``resume``)."""
         ctx = self.context.model_dump(mode="json") if self.context else None
         problem = self.problem.code if self.problem else None
-        blob = json.dumps([self.image, self.draft, ctx, problem], sort_keys=True, ensure_ascii=False)
+        archive = [self.study_uid] if self.study_uid else []
+        blob = json.dumps(
+            [self.image, self.draft, ctx, problem, *archive], sort_keys=True, ensure_ascii=False
+        )
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
     def input_key(self, backend: str) -> str:
@@ -133,7 +141,9 @@ def _csv_header(path: Path, line: int, row: list[str]) -> list[str]:
             f"{path}:{line}: CSV header has unknown column(s) {', '.join(map(repr, unknown))} "
             f"(expected {', '.join(COLUMNS)})"
         )
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    missing = [
+        c for c in REQUIRED_COLUMNS if c not in header and not (c == "image" and "study_uid" in header)
+    ]
     if missing:
         raise CliError(
             f"{path}:{line}: CSV header lacks {' and '.join(map(repr, missing))} (it has {', '.join(header)})"
@@ -263,13 +273,27 @@ def _study(path: Path, line: int, record: Mapping[str, object]) -> Study:
     ident = _study_id(path, line, record.get("id"))
     image = str(record.get("image") or "")
     try:
-        image = _image_source(record.get("image"), path.parent)
+        study_uid = _study_uid(record)
+        image = "" if study_uid else _image_source(record.get("image"), path.parent)
         draft = _draft(record.get("draft"))
         age, view = _age(record.get("age_years")), _view(record.get("view"))
     except _BadField as bad:
         return Study(ident, line, image, problem=bad.failure)
     context = StudyContext(age_years=age, view=view) if age is not None or view is not None else None
-    return Study(ident, line, image, draft, context)
+    return Study(ident, line, image, draft, context, study_uid=study_uid)
+
+
+def _study_uid(record: Mapping[str, object]) -> str | None:
+    """A study in the configured DICOMweb archive, read instead of an image file; never both."""
+    value = record.get("study_uid")
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        raise _BadField("invalid_study_uid", f"'study_uid' must be a string, got {type(value).__name__}")
+    image = record.get("image")
+    if image is not None and str(image).strip():
+        raise _BadField("image_and_study_uid", "give 'image' or 'study_uid', not both")
+    return value.strip()
 
 
 def _check_unique(path: Path, studies: Sequence[Study]) -> None:
@@ -338,7 +362,7 @@ def backend_fingerprint(settings: Settings) -> str:
             "api_model": settings.grounder_api_model,
             "prompt": prompt(settings.grounder_prompt, GROUNDING_VERSION),
             "max_new_tokens": settings.grounder_max_new_tokens,
-            "dtype": settings.dtype,
+            "dtype": settings.grounder_dtype or settings.dtype,
         }
     kind = resolve_reader_kind(settings)
     reader: dict[str, object] = {"kind": kind}
@@ -350,7 +374,7 @@ def backend_fingerprint(settings: Settings) -> str:
             "prompt": prompt(settings.reader_prompt, READER_VERSION),
             "max_new_tokens": settings.reader_max_new_tokens,
             "reasoning": [settings.reader_reasoning, settings.reader_reasoning_budget],
-            "dtype": settings.dtype,
+            "dtype": settings.reader_dtype or settings.dtype,
         }
     blob = json.dumps({"grounder": grounder, "reader": reader}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
@@ -397,7 +421,20 @@ def _reusable(
         info = report.grounding.image if report.grounding is not None else None
         if info is None or hashes(path) != info.sha256:
             return None
+    if study.study_uid and not _same_instance(line, report):
+        return None
     return report
+
+
+def _same_instance(line: Mapping[str, Any], report: AuditReport) -> bool:
+    """An archive study's line resumes when it recorded the instance it read (SOP Instance UID) and
+    that instance's bytes are the ones the report was made from; the archive is not asked again (a
+    SOP Instance UID names content that does not change)."""
+    record = line.get("instance")
+    info = report.grounding.image if report.grounding is not None else None
+    if not isinstance(record, dict) or info is None:
+        return False
+    return bool(record.get("sop_instance_uid")) and record.get("sha256") == info.sha256
 
 
 def _previous_lines(path: Path) -> Iterator[dict[str, Any]]:
@@ -548,6 +585,7 @@ def _draw(image: LoadedImage | None, report: AuditReport, out_dir: Path, ident: 
             max_side=PICTURE_SIDE,
             image_format="JPEG",
             max_bytes=PICTURE_BYTES,
+            flag_lines=False,  # the report lists the flags beside the picture
         )
     except ValueError:
         return None
@@ -564,7 +602,14 @@ def audit_study(engine: Auditor, keeper: ImageKeeper, study: Study, out_dir: Pat
         return Finished({**head, "error": asdict(study.problem)})
     keeper.take()
     try:
-        report = engine.audit(study.image, study.draft, study.context)
+        if study.study_uid:
+            from auditor.dicomweb import audit_archive_study
+
+            report, head["instance"] = audit_archive_study(
+                engine, study.study_uid, study.draft, study.context
+            )
+        else:
+            report = engine.audit(study.image, study.draft, study.context)
     except Exception as exc:  # a study's failure is its line; the batch goes on
         return Finished({**head, "error": asdict(_failure(exc))})
     picture = _draw(keeper.take(), report, out_dir, study.id)
@@ -599,8 +644,11 @@ def _pooled(work: Callable[[Study], Finished], todo: Iterable[Study], workers: i
 
 
 def in_flight(settings: Settings) -> int:
-    """Remote engines serve several requests at once; local models and replay take one at a time."""
-    return settings.engine_max_in_flight if "http" in (settings.grounder, settings.reader) else 1
+    """Remote engines serve several requests at once; a local grounder grounds up to
+    ``grounding_batch_size`` images in one generate, so as many studies run at once; replay takes one."""
+    if "http" in (settings.grounder, settings.reader):
+        return settings.engine_max_in_flight
+    return settings.grounding_batch_size if settings.grounder == "hf" else 1
 
 
 class ProgressBar:
@@ -634,6 +682,11 @@ class ProgressBar:
         )
 
 
+def _unreported(flag: Mapping[str, Any]) -> bool:
+    """An URGENT flag the draft does not state as present (denied, hedged, not mentioned, no draft)."""
+    return bool(flag["kind"] == "URGENT" and flag["draft_status"] != "present")
+
+
 def summarize(lines: Sequence[Mapping[str, Any]], resumed: int = 0) -> dict[str, Any]:
     """Totals over every study of the worklist: they add up (audited + failed = studies)."""
     reports = [line["report"] for line in lines if "report" in line]
@@ -648,6 +701,13 @@ def summarize(lines: Sequence[Mapping[str, Any]], resumed: int = 0) -> dict[str,
         "studies_with_flags": sum(1 for rep in reports if rep["comparison"]["flags"]),
         "studies_with_urgent": sum(
             1 for rep in reports if any(f["kind"] == "URGENT" for f in rep["comparison"]["flags"])
+        ),
+        # URGENT that the draft does not already report: the ones a reader may not have seen
+        "urgent_not_in_draft": sum(
+            1 for rep in reports for f in rep["comparison"]["flags"] if _unreported(f)
+        ),
+        "studies_with_urgent_not_in_draft": sum(
+            1 for rep in reports if any(_unreported(f) for f in rep["comparison"]["flags"])
         ),
         "modes": dict(sorted(Counter(rep["comparison"]["mode"] for rep in reports).items())),
         "failures": dict(sorted(failures.items())),
@@ -725,6 +785,7 @@ def run_batch(
         with open(out_dir / RESULTS, "a", encoding="utf-8") as fh:
             bar.update(0, 0)
             for result in results:
+                _stop_if_model_down(result, done, out_dir)
                 fh.write(_jsonl(result.line))
                 fh.flush()
                 finished[result.line["id"]] = result
@@ -733,6 +794,19 @@ def run_batch(
         bar.update(done, failed, final=True)
         ordered = [finished[s.id] for s in studies]
         return _finish(ordered, out_dir, len(studies) - len(todo), options)
+
+
+def _stop_if_model_down(result: Finished, done: int, out_dir: Path) -> None:
+    """A model that cannot load fails every study alike: stop at the first, with one line, rather
+    than fill the results with the same error (or retry a load for each study)."""
+    error = result.line.get("error") or {}
+    if error.get("code") not in MODEL_DOWN:
+        return
+    raise CliError(
+        f"stopped at study {result.line['id']!r} after {done} finished (kept in {out_dir / RESULTS}; "
+        f"rerun to resume): model backend ({error['code']}): {error['message']}",
+        EXIT_MODEL,
+    )
 
 
 def _finish(
@@ -766,31 +840,40 @@ def _drop_orphan_pictures(out_dir: Path, lines: Iterable[Mapping[str, Any]]) -> 
 # ---- the command -----------------------------------------------------------------------------------
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    from auditor.cli_flags import settings_from
-    from auditor.config import ConfigError
+def _backends(settings: Settings) -> tuple[Grounder, DraftReader]:
+    """Both backends, built (not loaded) before any work: a bad replay file, an unavailable backend
+    or an image model missing from this machine stops here with one line; a draft reader missing
+    from it is a warning (the rule reader reads instead, and each study's notes say so)."""
+    from auditor.backends.availability import state_problems
+    from auditor.backends.factory import make_grounder, make_reader
 
-    try:
-        return settings_from(args)
-    except ConfigError as exc:
-        raise CliError(str(exc)) from None
-
-
-def cmd_audit_batch(args: argparse.Namespace) -> int:
-    from auditor.backends.factory import make_grounder
-
-    studies = read_worklist(Path(args.worklist))
-    settings = _settings(args)
     try:
         grounder = make_grounder(settings)
     except Exception as exc:  # a bad replay file or an unavailable backend: one line, before any work
         raise CliError(f"grounder {settings.grounder!r}: {exc}") from None
+    try:
+        reader = make_reader(settings)
+    except Exception as exc:
+        raise CliError(f"reader {settings.reader!r}: {exc}") from None
+    for role, problem in state_problems([grounder.state(), reader.state()]):
+        if role == "grounder":
+            raise CliError(f"model backend (load_failed): {problem}", EXIT_MODEL)
+        print(f"cxr-auditor: warning: {problem}", file=sys.stderr)
+    return grounder, reader
+
+
+def cmd_audit_batch(args: argparse.Namespace) -> int:
+    from auditor.cli import cli_settings
+
+    studies = read_worklist(Path(args.worklist))
+    settings = cli_settings(args)
+    grounder, reader = _backends(settings)
     tty = sys.stderr.isatty()
     show = tty if args.progress is None else args.progress
     options = BatchOptions(progress=sys.stderr if show else None, tty=tty, source=Path(args.worklist).name)
     out = Path(args.out)
     try:
-        summary = run_batch(studies, out, settings, grounder=grounder, options=options)
+        summary = run_batch(studies, out, settings, grounder=grounder, reader=reader, options=options)
     except KeyboardInterrupt:
         print(
             f"\ncxr-auditor: interrupted; finished studies are kept in {out / RESULTS}. "
@@ -799,6 +882,13 @@ def cmd_audit_batch(args: argparse.Namespace) -> int:
         )
         return EXIT_INTERRUPTED
     emit(summary)
+    if summary["failed"]:
+        print(
+            f"cxr-auditor: {summary['failed']} of {summary['studies']} studies could not be audited "
+            f"(their errors are in {out / RESULTS} and the report)",
+            file=sys.stderr,
+        )
+        return EXIT_STUDIES_FAILED
     return 0
 
 
@@ -806,7 +896,7 @@ def register(sub: Any) -> None:
     """Add the `audit-batch` command to the top-level subparsers."""
     p = sub.add_parser(
         "audit-batch",
-        help="audit a worklist (CSV or JSONL of id, image, draft, age_years, view) into DIR",
+        help="audit a worklist (CSV or JSONL of id, image or study_uid, draft, age_years, view) into DIR",
         description="Audit every study of a worklist through the same pipeline as the audit tool. "
         "Writes DIR/results.jsonl (one line per study, streamed; a rerun resumes), DIR/summary.json "
         "(also printed) and DIR/report.html. Research only: not a medical device, not a diagnosis.",
@@ -815,11 +905,6 @@ def register(sub: Any) -> None:
         "worklist", help="CSV with a header, or JSONL; relative image paths resolve against its folder"
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created; reused to resume)")
-    p.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="progress bar on stderr (default: only when stderr is a terminal)",
-    )
+    add_progress_flag(p)
     add_backend_flags(p)
     p.set_defaults(func=cmd_audit_batch)

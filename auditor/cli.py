@@ -11,17 +11,43 @@ import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 
 from pydantic import BaseModel, ValidationError
+
+if TYPE_CHECKING:
+    from auditor.config import Settings
+    from auditor.pipeline import Auditor
+    from auditor.schema import StudyContext
 
 M = TypeVar("M", bound=BaseModel)
 EXIT_BAD_INPUT = 2
 EXIT_DRIFT = 1
+EXIT_STUDIES_FAILED = 1
+EXIT_MODEL = 3
+"""A model backend could not work (weights missing, load failed, engine down): not the input's fault."""
 
 
 class CliError(Exception):
-    """Bad input the user can fix; the message names the problem."""
+    """A problem the user can fix; the message names it, ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def backend_failure(exc: Exception, what: str = "") -> CliError:
+    """A BackendError (or a bad image) as one CLI line: image problems are bad input (2), model
+    problems exit 3 so that scripts can tell them apart."""
+    from auditor.backends import BackendError
+    from auditor.images import ImageError
+
+    prefix = f"{what}: " if what else ""
+    if isinstance(exc, ImageError):
+        return CliError(f"{prefix}image ({exc.code}): {exc}")
+    if isinstance(exc, BackendError):
+        return CliError(f"{prefix}model backend ({exc.code}): {exc}", EXIT_MODEL)
+    return CliError(f"{prefix}{exc}")
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
@@ -71,12 +97,31 @@ def _load_model(path: str, model: type[M], what: str) -> M:
 # ---- parse-draft --------------------------------------------------------------------------------
 
 
-def _reader(name: str) -> Callable[[str], BaseModel]:
+def cli_settings(args: argparse.Namespace) -> Settings:
+    from auditor.cli_flags import settings_from
+    from auditor.config import ConfigError
+
+    try:
+        return settings_from(args)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _reader(args: argparse.Namespace) -> Callable[[str], BaseModel]:
+    """The reader ``--reader`` names (any kind: rules, auto, hf, http), built from the same settings
+    as `serve`; its own result, never a silent fallback to the rule reader."""
+    from auditor.backends import BackendError
+    from auditor.backends.factory import make_reader, resolve_reader_kind
     from auditor.draft_rules import read_draft
 
-    if name in {"auto", "rules"}:
+    settings = cli_settings(args)
+    kind = resolve_reader_kind(settings)
+    if kind == "rules":
         return read_draft
-    raise CliError(f"--reader {name}: unknown reader (choose rules or auto)")
+    try:
+        return make_reader(settings, kind).read
+    except BackendError as exc:
+        raise backend_failure(exc, f"--reader {kind}") from None
 
 
 def _batch_lines(path: str) -> Iterator[tuple[int, str | None]]:
@@ -93,46 +138,64 @@ def _batch_lines(path: str) -> Iterator[tuple[int, str | None]]:
                 yield number, None
 
 
-def _batch_item(line_no: int, line: str | None, read: Callable[[str], BaseModel]) -> dict[str, Any]:
-    """One output line per input line, always: the reading, or the error that stopped it."""
-    from auditor.tool_io import MAX_DRAFT_CHARS
-
+def _batch_item(
+    line_no: int, line: str | None, read: Callable[[str], BaseModel], max_chars: int
+) -> tuple[Any, BaseModel | str]:
+    """One result per input line, always: its id with the reading, or with the error that stopped it."""
     if line is None:
-        return {"id": None, "error": f"line {line_no}: not UTF-8 text"}
+        return None, f"line {line_no}: not UTF-8 text"
     try:
         item = json.loads(line)
     except json.JSONDecodeError as exc:
-        return {"id": None, "error": f"line {line_no}: invalid JSON ({exc.msg})"}
+        return None, f"line {line_no}: invalid JSON ({exc.msg})"
     if not isinstance(item, dict):
-        return {"id": None, "error": f"line {line_no}: expected an object with 'id' and 'text'"}
+        return None, f"line {line_no}: expected an object with 'id' and 'text'"
     ident = item.get("id")
     text = item.get("text")
     if not isinstance(text, str):
-        return {"id": ident, "error": f"line {line_no}: 'text' must be a string"}
-    if len(text) > MAX_DRAFT_CHARS:
-        return {
-            "id": ident,
-            "error": f"line {line_no}: draft too long ({len(text)} > {MAX_DRAFT_CHARS} characters)",
-        }
+        return ident, f"line {line_no}: 'text' must be a string"
+    if len(text) > max_chars:
+        return ident, f"line {line_no}: draft too long ({len(text)} > {max_chars} characters)"
     try:
-        reading = read(text)
+        return ident, read(text)
     except Exception as exc:  # a reader failure is reported on its line, and the batch goes on
-        return {"id": ident, "error": f"line {line_no}: reader failed: {type(exc).__name__}: {exc}"}
-    return {"id": ident, **reading.model_dump(mode="json")}
+        return ident, f"line {line_no}: reader failed: {type(exc).__name__}: {exc}"
+
+
+def _batch_json(ident: Any, result: BaseModel | str) -> bytes:
+    """One UTF-8 JSON line: {"id": ..., **reading} or {"id": ..., "error": ...}. The reading is serialised
+    by pydantic's compiled serialiser and put behind its id (3x faster than model_dump + json.dumps);
+    text it cannot encode (a lone surrogate from a "\\ud800" escape) goes the escaping way."""
+    if isinstance(result, str):
+        return json.dumps({"id": ident, "error": result}).encode() + b"\n"
+    try:
+        return b'{"id": ' + json.dumps(ident).encode() + b", " + result.model_dump_json().encode()[1:] + b"\n"
+    except ValueError:  # PydanticSerializationError and UnicodeEncodeError are ValueErrors
+        return json.dumps({"id": ident, **result.model_dump(mode="json")}).encode() + b"\n"
 
 
 def _write_batch(args: argparse.Namespace, read: Callable[[str], BaseModel]) -> None:
-    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
+    """JSON lines are UTF-8 bytes (RFC 8259) whatever the locale: stdout's byte stream where it has one."""
+    from auditor.tool_io import MAX_DRAFT_CHARS
+
+    sys.stdout.flush()
+    out = open(args.out, "wb") if args.out else getattr(sys.stdout, "buffer", None)  # noqa: SIM115
     try:
         for line_no, line in _batch_lines(args.batch):
-            print(json.dumps(_batch_item(line_no, line, read)), file=out, flush=False)
+            data = _batch_json(*_batch_item(line_no, line, read, MAX_DRAFT_CHARS))
+            if out is None:  # a text-only stdout (an embedding host): decoding UTF-8 we made cannot fail
+                sys.stdout.write(data.decode())
+            else:
+                out.write(data)
     finally:
-        if out is not sys.stdout:
+        if args.out and out is not None:
             out.close()
+        elif out is not None:
+            out.flush()
 
 
 def cmd_parse_draft(args: argparse.Namespace) -> int:
-    read = _reader(args.reader)
+    read = _reader(args)
     if args.batch:
         try:
             _write_batch(args, read)
@@ -154,7 +217,65 @@ def cmd_parse_draft(args: argparse.Namespace) -> int:
 
     if len(text) > MAX_DRAFT_CHARS:
         raise CliError(f"draft too long ({len(text)} > {MAX_DRAFT_CHARS} characters)")
-    emit(read(text))
+    try:
+        reading = read(text)
+    except Exception as exc:  # a model reader that cannot load or run: one line, exit 3
+        raise backend_failure(exc, "parse-draft") from None
+    emit(reading)
+    return 0
+
+
+# ---- ground and audit: one study --------------------------------------------------------------------
+
+
+def _engine(args: argparse.Namespace) -> tuple[Auditor, Callable[[str], None]]:
+    """An Auditor on the flags' settings and a progress printer (stderr; a terminal by default)."""
+    from auditor.pipeline import Auditor
+
+    engine = Auditor(cli_settings(args))
+    show = sys.stderr.isatty() if args.progress is None else args.progress
+
+    def progress(message: str) -> None:
+        if show:
+            print(f"cxr-auditor: {message}", file=sys.stderr, flush=True)
+
+    return engine, progress
+
+
+def cmd_ground(args: argparse.Namespace) -> int:
+    engine, progress = _engine(args)
+    try:
+        grounding = engine.ground(args.image, progress)
+    except Exception as exc:
+        raise backend_failure(exc, "ground") from None
+    emit(grounding)
+    return 0
+
+
+def _context(age: float | None, view: str | None) -> StudyContext | None:
+    from auditor.schema import StudyContext
+
+    if age is None and view is None:
+        return None
+    try:
+        return StudyContext(age_years=age, view=view)
+    except ValidationError as exc:
+        raise CliError(f"study context: {exc.errors()[0]['msg']}") from None
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from auditor.tool_io import MAX_DRAFT_CHARS
+
+    draft = read_text(args.draft_file) if args.draft_file else args.draft or ""
+    if len(draft) > MAX_DRAFT_CHARS:
+        raise CliError(f"draft too long ({len(draft)} > {MAX_DRAFT_CHARS} characters)")
+    context = _context(args.age_years, args.view)
+    engine, progress = _engine(args)
+    try:
+        report = engine.audit(args.image, draft, context, progress)
+    except Exception as exc:
+        raise backend_failure(exc, "audit") from None
+    emit(report)
     return 0
 
 
@@ -163,17 +284,11 @@ def cmd_parse_draft(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from auditor.compare import compare
-    from auditor.schema import DraftReading, Grounding, StudyContext
+    from auditor.schema import DraftReading, Grounding
 
     grounding = _load_model(args.grounding, Grounding, "Grounding")
     reading = _load_model(args.reading, DraftReading, "DraftReading") if args.reading else None
-    context = None
-    if args.age is not None or args.view is not None:
-        try:
-            context = StudyContext(age_years=args.age, view=args.view)
-        except ValidationError as exc:
-            raise CliError(f"study context: {exc.errors()[0]['msg']}") from None
-    emit(compare(grounding, reading, context=context))
+    emit(compare(grounding, reading, context=_context(args.age_years, args.view)))
     return 0
 
 
@@ -214,13 +329,43 @@ def cmd_schema(args: argparse.Namespace) -> int:
 # ---- entry point --------------------------------------------------------------------------------
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A bad flag is one stderr line naming it (and where help is), not the whole usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"cxr-auditor: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    import auditor
+    from auditor import cli_flags as flags
+
+    parser = OneLineParser(
         prog="cxr-auditor",
         description="Second-look QA for chest X-ray draft impressions. Research only: not a medical device, "
         "not a diagnosis.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"cxr-auditor {auditor.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+
+    p = sub.add_parser("audit", help="audit one image and its draft: all three stages, AuditReport JSON")
+    p.add_argument("image", help="the chest X-ray: a file, an http(s) URL or a data: URI")
+    draft = p.add_mutually_exclusive_group()
+    draft.add_argument("--draft", help="the draft impression, verbatim (omit for an image-only pass)")
+    draft.add_argument("--draft-file", help="read the draft from this file")
+    _context_flags(p)
+    flags.add_backend_flags(p)
+    flags.add_progress_flag(p)
+    p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("ground", help="find the labels with boxes on one image (Grounding JSON)")
+    p.add_argument("image", help="the chest X-ray: a file, an http(s) URL or a data: URI")
+    flags.add_model_flags(p)
+    flags.add_grounder_flags(p)
+    flags.add_image_flags(p)
+    flags.add_progress_flag(p)
+    p.set_defaults(func=cmd_ground)
 
     p = sub.add_parser(
         "parse-draft", help="read a draft into the six labels (present/absent/uncertain + spans)"
@@ -229,19 +374,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", help="read the draft from this file")
     p.add_argument("--batch", help="JSONL of {'id', 'text'} ('-' for stdin); one JSON line out per line in")
     p.add_argument("--out", help="with --batch: write the JSONL here instead of stdout")
-    p.add_argument("--reader", default="auto", help="rules | auto (default: auto = rules on this machine)")
+    flags.add_model_flags(p)
+    flags.add_reader_flags(p)
     p.set_defaults(func=cmd_parse_draft)
 
     p = sub.add_parser("compare", help="judge a Grounding against a DraftReading (both JSON files)")
     p.add_argument("--grounding", required=True, help="Grounding JSON (ground_image's output)")
     p.add_argument("--reading", help="DraftReading JSON (parse_draft's output); omit for image-only")
-    p.add_argument("--age", type=float, help="patient age in years (a child gets a caution)")
-    p.add_argument(
-        "--view", choices=["PA", "AP", "lateral"], help="projection (AP gets a heart-size caution)"
-    )
+    _context_flags(p)
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("schema", help="write or check the JSON Schemas in tools_schema/")
+    from auditor import fetch_models, replay_record
+
+    fetch_models.register(sub)
+    replay_record.register(sub)
+
+    # a developer's command: it works as always, but stays out of the main help listing
+    p = sub.add_parser("schema", description="write or check the JSON Schemas in tools_schema/")
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--write", action="store_true", help="regenerate the schemas from the contracts")
     mode.add_argument("--check", action="store_true", help="fail if the checked-in schemas drifted")
@@ -256,13 +405,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _context_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--age-years", "--age", type=float, dest="age_years", help="patient age (a child gets a caution)"
+    )
+    p.add_argument(
+        "--view", type=_view, metavar="{PA,AP,lateral}", help="projection (AP gets a heart-size caution)"
+    )
+
+
+def _view(text: str) -> str:
+    """PA, AP or lateral, however it is capitalised (people type `ap`)."""
+    views = {"pa": "PA", "ap": "AP", "lateral": "lateral"}
+    if text.strip().lower() not in views:
+        raise argparse.ArgumentTypeError(f"unknown view {text!r} (choose PA, AP or lateral)")
+    return views[text.strip().lower()]
+
+
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
-    """Parse and dispatch; a CliError becomes one stderr line and exit status 2."""
+    """Parse and dispatch; a CliError becomes one stderr line and its exit status (2 by default).
+    No command at all prints the help."""
     args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 0
     try:
         code: int = args.func(args)
     except CliError as exc:
-        _fail(str(exc))
+        _fail(str(exc), exc.code)
     except BrokenPipeError:
         return 0
     except OSError as exc:  # a disk that cannot be written (or read): one line, not a traceback

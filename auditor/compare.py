@@ -2,16 +2,20 @@
 
 It applies exactly the table in DESIGN.md to the five finding labels. For each label the draft's
 mentions collapse to one status, the most assertive one (present > uncertain > absent), so a draft
-that says "no left effusion; small right effusion" is not read as a denial. Flags come out ordered
-URGENT, MISSING, UNSUPPORTED, each in the canonical label order, and carry the evidence that made them.
+that says "no left effusion; small right effusion" is not read as a denial. Where the draft states a
+side, it is checked against the side of the image's boxes (`auditor.laterality`): LATERALITY. Flags come
+out ordered URGENT, LATERALITY, MISSING, UNSUPPORTED, each in the canonical label order, and carry the
+evidence that made them.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
+from typing import Final
 
 from auditor.labels import FINDING_LABELS, HUMAN_NAMES, LABEL_RANK, Label
+from auditor.laterality import OPPOSITE, SIDELESS_LABELS, PatientSide, sides_of
 from auditor.schema import (
     Comparison,
     DraftMention,
@@ -25,6 +29,7 @@ from auditor.schema import (
     Note,
     Policy,
     StudyContext,
+    View,
     construct_trusted,
 )
 
@@ -35,6 +40,26 @@ RULE_MISSING_HEDGED = "MISSING.hedged"
 RULE_UNSUPPORTED = "UNSUPPORTED.asserted"
 RULE_UNSUPPORTED_HEDGED = "UNSUPPORTED.hedged"
 RULE_URGENT = "URGENT.on_image"
+RULE_LATERALITY_OPPOSITE = "LATERALITY.opposite_side"
+RULE_LATERALITY_BOTH_ON_IMAGE = "LATERALITY.both_sides_on_image"
+
+DECISION_TABLE: Final[tuple[tuple[str, str, str], ...]] = (
+    ("present", "present or uncertain", "none"),
+    ("present", "absent (denied)", "MISSING (denied)"),
+    ("present", "not mentioned, draft describes a normal study", "MISSING (denied_by_normal)"),
+    ("present", "not mentioned", "MISSING (not_mentioned)"),
+    ("absent", "present", "UNSUPPORTED"),
+    ("absent", "uncertain or absent", "none"),
+    ("present, label in URGENT", "anything", "URGENT (as well)"),
+    ("present, every box clearly on the other side", "asserted on one side", "LATERALITY (opposite_side)"),
+    ("present, boxes clearly on both sides", "asserted on one side", "LATERALITY (both_sides_on_image)"),
+    ("present, boxes on one side", "asserted bilateral", "none"),
+    ("present, lateral view", "a side", "none (note: sides not checked)"),
+)
+"""The judge's table as data (served by the MCP policy resource; README shows the same rows).
+"Asserted" is present or uncertain; a box is "clearly" on a side as `auditor.laterality` defines it.
+LATERALITY needs ``Policy.check_laterality``, never applies to cardiomegaly or no_finding, and comes
+besides any URGENT or MISSING flag."""
 
 PEDIATRIC_AGE_YEARS = 18
 _DEFAULT_POLICY = Policy()
@@ -67,16 +92,34 @@ _DRAFT_SAYS: dict[DraftStatus, str] = {
 
 
 @functools.lru_cache(maxsize=4096)
-def _message(kind: FlagKind, label: Label, status: DraftStatus, boxes: int) -> str:
-    """The second-look request; pure in its arguments, so cached (it is most of a flag's cost)."""
+def _message(kind: FlagKind, label: Label, status: DraftStatus, boxes: int, variant: str = "") -> str:
+    """The second-look request; pure in its arguments, so cached (it is most of a flag's cost).
+
+    ``variant``: ``no_draft`` for an URGENT flag with no draft read; ``beside_urgent`` for a MISSING
+    flag whose label is also URGENT, which then points at that flag instead of repeating it (the
+    URGENT message already says what the draft said)."""
     name = HUMAN_NAMES[label]
     if kind == "URGENT":
-        return (
-            f"The image model marked a possible {name}, a can't-miss category. "
-            f"Please take one more look ({_where(boxes)})."
+        head = f"The image model marked a possible {name}, a can't-miss category"
+        if variant == "no_draft":
+            return f"{head}. Please take one more look ({_where(boxes)})."
+        if status == "present":
+            return (
+                f"{head}, and the draft reports it: flagged as urgent, not as a disagreement. Please "
+                f"take one more look and make sure it is acted on ({_where(boxes)})."
+            )
+        said = (
+            "the draft only hedges on it" if status == "uncertain" else _DRAFT_SAYS[status].format(name=name)
         )
+        joint = "and" if status == "uncertain" else "but"
+        return f"{head}, {joint} {said}. Please take one more look ({_where(boxes)})."
     if kind == "MISSING":
         said = _DRAFT_SAYS[status].format(name=name)
+        if variant == "beside_urgent":
+            where = _where(boxes)
+            return (
+                f"The same possible {name} as the URGENT flag: {said}. One second look covers both ({where})."
+            )
         return (
             f"The image model marked a possible {name}, but {said}. "
             f"Please take a second look ({_where(boxes)})."
@@ -138,6 +181,7 @@ def _flag(
     status: DraftStatus,
     findings: list[ImageFinding],
     mentions: list[DraftMention],
+    variant: str = "",
 ) -> Flag:
     # inputs are validated contracts and every field here is built from them: skip re-validation
     return construct_trusted(
@@ -146,7 +190,7 @@ def _flag(
         label=label,
         rule_id=rule_id,
         draft_status=status,
-        message=_message(kind, label, status, sum(1 for f in findings if f.box is not None)),
+        message=_message(kind, label, status, sum(1 for f in findings if f.box is not None), variant),
         image_evidence=findings,
         draft_evidence=mentions,
     )
@@ -177,6 +221,108 @@ def _judge_label(
         return _flag("UNSUPPORTED", label, RULE_UNSUPPORTED, "present", [], mentions)
     if status == "uncertain" and policy.uncertain_is_assertion:
         return _flag("UNSUPPORTED", label, RULE_UNSUPPORTED_HEDGED, "uncertain", [], mentions)
+    return None
+
+
+# ---- laterality --------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=64)
+def _side_message(rule_id: str, label: Label, said: PatientSide) -> str:
+    """Names the draft's side and asks for a look; never says which side is right."""
+    name = HUMAN_NAMES[label]
+    side: str
+    if rule_id == RULE_LATERALITY_OPPOSITE:
+        side, where = said, "but every box the image model marked for it lies on the other side of the image"
+    else:
+        side, where = f"{said} only", "but the image model marked it on both sides of the image"
+    return (
+        f"The draft places the {name} on the {side}, {where} (read as a frontal film: the image's left "
+        "half is the patient's right). Please take a second look at the side."
+    )
+
+
+def side_words(flag: Flag) -> str:
+    """A LATERALITY flag in a few words for the picture and the worklist: what the draft said about
+    the side and where the boxes lie, never which one is right."""
+    said = " and ".join(sorted({m.laterality for m in flag.draft_evidence if m.laterality is not None}))
+    if flag.rule_id == RULE_LATERALITY_BOTH_ON_IMAGE:
+        return f"draft says {said} only, boxes on both sides"
+    return f"draft says {said}, boxes on the other side"
+
+
+def _stated_sides(mentions: list[DraftMention]) -> tuple[set[PatientSide], list[DraftMention]]:
+    """The sides the draft asserts the finding on (present or hedged mentions that name a side)."""
+    sides: set[PatientSide] = set()
+    stating = []
+    for m in mentions:
+        if m.status != "absent" and m.laterality is not None:
+            stating.append(m)
+            sides.update(("left", "right") if m.laterality == "bilateral" else (m.laterality,))
+    return sides, stating
+
+
+def _judge_side(
+    label: Label, findings: list[ImageFinding], mentions: list[DraftMention], view: View | None
+) -> tuple[Flag | None, bool]:
+    """LATERALITY for one label, and whether a stated side met a box (so the view mattered).
+
+    One side stated, every box clearly on the other: ``opposite_side``. One side stated, boxes
+    clearly on both: ``both_sides_on_image``. "Bilateral" against boxes on one side is no flag: a
+    missing box on the other side is not evidence that side is clear. A box without a side (across
+    or near the midline) or a finding without a box is never read as on a side, and it blocks
+    ``opposite_side``, which needs every box.
+    """
+    sides, stating = _stated_sides(mentions)
+    compared = bool(stating) and any(f.box is not None for f in findings) and label not in SIDELESS_LABELS
+    if not compared or view == "lateral" or len(sides) != 1:
+        return None, compared
+    (said,) = sides
+    on_image = sides_of(f.box for f in findings)
+    if on_image == {OPPOSITE[said]}:
+        rule_id = RULE_LATERALITY_OPPOSITE
+    elif {"left", "right"} <= on_image:
+        rule_id = RULE_LATERALITY_BOTH_ON_IMAGE
+    else:
+        return None, compared
+    status = draft_status(stating) or "present"
+    flag = construct_trusted(
+        Flag,
+        kind="LATERALITY",
+        label=label,
+        rule_id=rule_id,
+        draft_status=status,
+        message=_side_message(rule_id, label, said),
+        image_evidence=findings,
+        draft_evidence=stating,
+    )
+    return flag, compared
+
+
+def _view_of(context: StudyContext | None, grounding: Grounding) -> View | None:
+    """The caller's view wins; else the one the DICOM header stated; else unknown."""
+    if context is not None and context.view is not None:
+        return context.view
+    return grounding.image.view if grounding.image is not None else None
+
+
+def _side_note(view: View | None) -> Note | None:
+    """Said whenever a stated side met a box: how the image's x was read, or that it was not."""
+    if view == "lateral":
+        return Note(
+            stage="compare",
+            code="laterality_not_checked_lateral_view",
+            message="Lateral view: the image gives no left or right side, so the sides the draft "
+            "states were not checked.",
+        )
+    if view is None:
+        return Note(
+            stage="compare",
+            code="laterality_view_assumed_frontal",
+            message="The view is not known, so sides were read as on a PA/AP frontal film in the "
+            "standard display (the image's left half is the patient's right). If this is a lateral or "
+            "a mirrored image, disregard any LATERALITY flag.",
+        )
     return None
 
 
@@ -251,11 +397,14 @@ def compare(
 
     by_label = _group_findings(grounding.findings)
     urgent: list[Flag] = []  # each list is filled in label order, so their concatenation is the order
+    lateral: list[Flag] = []
     missing: list[Flag] = []
     unsupported: list[Flag] = []
     image_only = reading is None or reading.failed
     mentions = {} if image_only or reading is None else _group_mentions(reading.mentions)
     normal = _normal_statements(mentions)
+    view = _view_of(context, grounding)
+    side_compared = False
 
     for label in FINDING_LABELS:
         found = by_label.get(label, [])
@@ -267,12 +416,31 @@ def compare(
             said_as = (
                 _said_as(status, normal) if not image_only else "not_mentioned" if status is None else status
             )
-            urgent.append(_flag("URGENT", label, RULE_URGENT, said_as, found, said))
+            variant = "no_draft" if reading is None or not reading.draft.strip() else ""
+            urgent.append(_flag("URGENT", label, RULE_URGENT, said_as, found, said, variant))
+        if said and found and policy.check_laterality:
+            side_flag, compared = _judge_side(label, found, said, view)
+            side_compared |= compared
+            if side_flag is not None:
+                lateral.append(side_flag)
         if not image_only and (flag := _judge_label(label, status, found, said, normal, policy)) is not None:
+            if flag.kind == "MISSING" and label in policy.urgent_labels:  # one message, not two alike
+                flag = _flag(
+                    "MISSING",
+                    label,
+                    flag.rule_id,
+                    flag.draft_status,
+                    found,
+                    flag.draft_evidence,
+                    "beside_urgent",
+                )
             (missing if flag.kind == "MISSING" else unsupported).append(flag)
 
-    flags = urgent + missing + unsupported
+    urgent.sort(key=lambda f: f.draft_status == "present")  # what the draft already reports comes last
+    flags = urgent + lateral + missing + unsupported
     if image_only:
         notes.insert(0, _image_only_note(reading))
+    if side_compared and (side_note := _side_note(view)) is not None:
+        notes.append(side_note)
     mode = "image_only" if image_only else "full"
     return construct_trusted(Comparison, flags=flags, mode=mode, policy=policy, notes=notes)

@@ -18,6 +18,7 @@ DeviceKind = Literal["auto", "cpu", "cuda"]
 GROUNDERS: Final = ("hf", "http", "replay")
 READERS: Final = ("auto", "rules", "hf", "http")
 DEVICES: Final = ("auto", "cpu", "cuda")
+DTYPES: Final = ("auto", "bfloat16", "float16", "float32")
 ENV_PREFIX: Final = "CXR_AUDITOR_"
 DEFAULT_GROUNDER_MODEL: Final = "alex-feeel/medgemma-cxr-auditor-v2"
 DEFAULT_READER_MODEL: Final = "nvidia/NVIDIA-Nemotron-3-Nano-4B-BF16"
@@ -44,6 +45,16 @@ class Settings:
     reader_revision: str | None = None
     device: DeviceKind = "auto"
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    grounder_dtype: Literal["auto", "bfloat16", "float16", "float32"] | None = None
+    reader_dtype: Literal["auto", "bfloat16", "float16", "float32"] | None = None
+    allow_download: bool = False
+    load_retry_s: float = 300.0
+    attention: Literal["auto", "sdpa", "eager"] = "sdpa"
+    static_cache: bool = False
+    compile: bool = False
+    overlap_stages: bool = True
+    grounding_stop_at_end: bool = True
+    grounding_batch_size: int = 4
     grounder_prompt: Path | None = None
     reader_prompt: Path | None = None
     grounder_max_new_tokens: int = 512
@@ -60,6 +71,11 @@ class Settings:
     image_roots: tuple[Path, ...] = ()
     allow_private_urls: bool = False
     http_token: str | None = field(default=None, repr=False)
+    dicomweb_url: str | None = None
+    dicomweb_token: str | None = field(default=None, repr=False)
+    dicomweb_username: str | None = field(default=None, repr=False)
+    dicomweb_password: str | None = field(default=None, repr=False)
+    dicomweb_timeout_s: float = 30.0
 
     def validate(self) -> Settings:
         """Check the combination, so that `serve` fails before the transport opens."""
@@ -67,8 +83,19 @@ class Settings:
         _choice("reader", self.reader, READERS)
         _choice("device", self.device, DEVICES)
         _choice("box_order", self.box_order, ("yxyx", "xyxy"))
-        _choice("dtype", self.dtype, ("auto", "bfloat16", "float16", "float32"))
-        for key in ("grounder_max_new_tokens", "reader_max_new_tokens", "engine_max_in_flight"):
+        _choice("dtype", self.dtype, DTYPES)
+        for key in ("grounder_dtype", "reader_dtype"):
+            if getattr(self, key) is not None:
+                _choice(key, getattr(self, key), DTYPES)
+        if not self.load_retry_s >= 0:
+            raise ConfigError(f"load_retry_s must not be negative, got {self.load_retry_s!r}")
+        _choice("attention", self.attention, ("auto", "sdpa", "eager"))
+        for key in (
+            "grounder_max_new_tokens",
+            "reader_max_new_tokens",
+            "engine_max_in_flight",
+            "grounding_batch_size",
+        ):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be at least 1, got {getattr(self, key)!r}")
         for key in ("reader_reasoning_budget", "engine_retries"):
@@ -97,7 +124,38 @@ class Settings:
         for root in self.image_roots:
             if not root.is_dir():
                 raise ConfigError(f"image root is not a folder: {root}")
+        _check_dicomweb(self)
         return self
+
+
+def _check_dicomweb(settings: Settings) -> None:
+    """The archive's base URL and credentials (a URL with credentials in it would be shown and logged)."""
+    url = settings.dicomweb_url
+    if url is not None:
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018  (raises on a malformed port)
+        except ValueError:
+            raise ConfigError("dicomweb_url is not a valid URL") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                "dicomweb_url must be an http(s) URL with a host, e.g. http://127.0.0.1:8042/dicom-web"
+            )
+        if parts.username or parts.password:
+            raise ConfigError(
+                "dicomweb_url must not hold credentials: set CXR_AUDITOR_DICOMWEB_USERNAME and "
+                "CXR_AUDITOR_DICOMWEB_PASSWORD (or CXR_AUDITOR_DICOMWEB_TOKEN) instead"
+            )
+        if parts.query or parts.fragment:
+            raise ConfigError("dicomweb_url must be the archive's base URL, without a query or fragment")
+    if settings.dicomweb_token and (settings.dicomweb_username or settings.dicomweb_password):
+        raise ConfigError("set either dicomweb_token or dicomweb_username and dicomweb_password, not both")
+    if (settings.dicomweb_username is None) != (settings.dicomweb_password is None):
+        raise ConfigError("dicomweb_username and dicomweb_password go together: set both or neither")
+    if not settings.dicomweb_timeout_s > 0:
+        raise ConfigError(f"dicomweb_timeout_s must be positive, got {settings.dicomweb_timeout_s!r}")
 
 
 def _choice(key: str, value: object, allowed: tuple[str, ...]) -> None:
@@ -117,10 +175,23 @@ _INTS: Final = frozenset(
         "reader_reasoning_budget",
         "engine_retries",
         "engine_max_in_flight",
+        "grounding_batch_size",
     }
 )
-_FLOATS: Final = frozenset({"box_scale", "engine_timeout_s", "engine_deadline_s"})
-_BOOLS: Final = frozenset({"allow_private_urls", "reader_reasoning"})
+_FLOATS: Final = frozenset(
+    {"box_scale", "engine_timeout_s", "engine_deadline_s", "load_retry_s", "dicomweb_timeout_s"}
+)
+_BOOLS: Final = frozenset(
+    {
+        "allow_private_urls",
+        "allow_download",
+        "reader_reasoning",
+        "static_cache",
+        "compile",
+        "overlap_stages",
+        "grounding_stop_at_end",
+    }
+)
 
 
 def _coerce(key: str, raw: object) -> Any:
@@ -146,7 +217,9 @@ def _coerce(key: str, raw: object) -> Any:
         raise ConfigError(f"{key} must be true or false, got {raw!r}")
     if raw is not None and not isinstance(raw, str):
         raise ConfigError(f"{key} must be a string, got {raw!r}")
-    if key.endswith(("_url", "_revision", "_token", "_api_model", "api_key")):
+    if key.endswith(
+        ("_url", "_revision", "_token", "_api_model", "api_key", "_dtype", "_username", "_password")
+    ):
         return raw or None
     return raw
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from auditor.schema import ImageInfo, Note
+from auditor.schema import ImageInfo, Note, View
 
 if TYPE_CHECKING:
     import httpx
@@ -88,6 +88,15 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _MONOCHROME = frozenset({"MONOCHROME1", "MONOCHROME2"})
 _DICOM_COLOUR = frozenset({"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT"})
 _DICOM_KNOWN_PHOTOMETRIC = _MONOCHROME | _DICOM_COLOUR | {"PALETTE COLOR", "YBR_PARTIAL_420", "XYB"}
+# ViewPosition (0018,5101) -> the view the judge needs: only a lateral film changes what x means;
+# other values (obliques, decubitus, blank) stay unknown.
+_DICOM_VIEWS: dict[str, View] = {
+    "PA": "PA",
+    "AP": "AP",
+    "LL": "lateral",
+    "RL": "lateral",
+    "LATERAL": "lateral",
+}
 # warnings.catch_warnings swaps process-wide state; two threads interleaving it can leave a filter
 # (or a recording hook) installed for good. Our own regions take turns under this lock.
 _WARNINGS_LOCK = threading.Lock()
@@ -153,6 +162,8 @@ def load_image(source: str | os.PathLike[str], limits: ImageLimits = ImageLimits
         return load_image_bytes(data, limits, origin=origin)
     if lowered.startswith("data:"):
         return load_image_bytes(_decode_data_uri(text, limits), limits, origin="data: URI")
+    if lowered.startswith("file:"):  # a local path spelled as a URI: the same file, the same guards
+        return _load_path(_file_uri_path(text), limits, looked_like_base64=False)
     _refuse_other_schemes(text)
     decoded = _try_base64(text, limits)
     if decoded is not None and sniff_format(decoded) is not None:
@@ -171,13 +182,18 @@ def load_image_bytes(
     if not data:
         raise ImageError("not_an_image", f"{origin}: no bytes")
     kind = sniff_format(data)
+    view: View | None = None
     if kind == "DICOM":
-        image, notes = _decode_dicom(data, limits)
+        image, notes, view = _decode_dicom(data, limits)
         fmt = "DICOM"
     else:
         image, fmt, notes = _decode_pil(data, limits, origin)
     info = ImageInfo(
-        sha256=hashlib.sha256(data).hexdigest(), width=image.width, height=image.height, source_format=fmt
+        sha256=hashlib.sha256(data).hexdigest(),
+        width=image.width,
+        height=image.height,
+        source_format=fmt,
+        view=view,
     )
     return LoadedImage(image=image, info=info, notes=tuple(notes))
 
@@ -206,8 +222,20 @@ def sniff_format(data: bytes) -> str | None:
 # ------------------------------------------------------------------------------ source resolution
 
 
+def _file_uri_path(uri: str) -> Path:
+    """``file:///abs/path`` (or ``file://localhost/...``, ``file:/abs/path``) as the local path it names."""
+    from urllib.parse import unquote, urlsplit
+    from urllib.request import url2pathname
+
+    parts = urlsplit(uri)
+    if parts.netloc not in ("", "localhost"):
+        raise ImageError("url_refused", f"a file: URI must name this machine, not host {parts.netloc!r}")
+    return Path(url2pathname(unquote(parts.path)))
+
+
 def _refuse_other_schemes(text: str) -> None:
-    """file:, ftp:, gopher: and friends are refused outright: only http(s) and data: are fetched."""
+    """ftp:, gopher: and friends are refused outright: only http(s) and data: are fetched, and a file:
+    URI is read as the local path it names."""
     match = _SCHEME.match(text)
     if match is None:
         return
@@ -269,13 +297,21 @@ def _load_path(path: Path, limits: ImageLimits, *, looked_like_base64: bool) -> 
             raise ImageError("not_an_image", "the text decodes as base64, but not to an image") from None
         if isinstance(exc, ImageError):
             raise
-        raise ImageError("not_found", f"no such file: {path}") from None
+        raise ImageError("not_found", f"no such file: {path}{_relative_to(path)}") from None
     except OSError as exc:
         raise ImageError("not_readable", f"cannot stat {path}: {exc.strerror or exc}") from None
     if not stat.S_ISREG(st.st_mode):
         raise ImageError("not_a_file", f"not a regular file: {path}")
     data = _read_capped(target, path, limits.max_bytes)
     return load_image_bytes(data, limits, origin=str(path))
+
+
+def _relative_to(path: Path) -> str:
+    """For a relative path, what it was read relative to: a server's working folder is rarely the
+    folder the person had in mind."""
+    if path.is_absolute():
+        return ""
+    return f" (a relative path, read from the working folder {Path.cwd()}; give an absolute path)"
 
 
 def _confined(path: Path, roots: tuple[Path, ...]) -> Path:
@@ -399,6 +435,11 @@ def _resolve_allowed(host: str, port: int, limits: ImageLimits) -> list[str]:
     return addresses
 
 
+_PRIVATE_HINT = (
+    "not allowed unless allow_private_urls is set: --allow-private-urls or CXR_AUDITOR_ALLOW_PRIVATE_URLS=1"
+)
+
+
 def _forbidden_reason(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_private: bool) -> str | None:
     """Why fetching from ``ip`` is refused (SSRF guard), or None when it is allowed."""
     if isinstance(ip, ipaddress.IPv6Address):
@@ -415,13 +456,13 @@ def _forbidden_reason(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_p
         if hit:
             return reason
     if ip.is_loopback:  # before is_reserved, which ::1 also is
-        return None if allow_private else "a loopback address (not allowed unless allow_private_urls)"
+        return None if allow_private else f"a loopback address ({_PRIVATE_HINT})"
     if ip.is_reserved:
         return "a reserved address"
     if allow_private:
         return None
     if ip.is_private or not ip.is_global:
-        return "a private address (not allowed unless allow_private_urls)"
+        return f"a private address ({_PRIVATE_HINT})"
     return None
 
 
@@ -634,7 +675,7 @@ def _note(code: str, message: str) -> Note:
 # technical facts named below (transfer syntax, frame count, size, photometric defined term).
 
 
-def _decode_dicom(data: bytes, limits: ImageLimits) -> tuple[Image.Image, list[Note]]:
+def _decode_dicom(data: bytes, limits: ImageLimits) -> tuple[Image.Image, list[Note], View | None]:
     """DICOM -> 8-bit display image: modality LUT, then VOI LUT or window (else min/max), then
     MONOCHROME1 inversion. pydicom warnings are counted but never shown (they can quote values)."""
     try:
@@ -647,7 +688,7 @@ def _decode_dicom(data: bytes, limits: ImageLimits) -> tuple[Image.Image, list[N
         with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             _withhold_pydicom_logs()
-            image, notes = _dicom_to_image(data, limits)
+            image, notes, view = _dicom_to_image(data, limits)
     except ImageError:
         raise
     except Exception as exc:  # a malformed attribute; its message could quote a value, its type not
@@ -662,7 +703,7 @@ def _decode_dicom(data: bytes, limits: ImageLimits) -> tuple[Image.Image, list[N
                 "decoding (withheld: they can quote header values)",
             )
         )
-    return image, notes
+    return image, notes, view
 
 
 class _WithholdPydicomLogs(logging.Filter):
@@ -690,13 +731,15 @@ def _withhold_pydicom_logs() -> None:
             logger.addFilter(_LOG_FILTER)
 
 
-def _dicom_to_image(data: bytes, limits: ImageLimits) -> tuple[Image.Image, list[Note]]:
+def _dicom_to_image(data: bytes, limits: ImageLimits) -> tuple[Image.Image, list[Note], View | None]:
     ds = _read_dataset(data)
     photometric = _check_dicom_header(ds, limits)
     arr = _dicom_pixels(ds)
     if photometric in _MONOCHROME:
-        return _dicom_monochrome(arr, ds, invert=photometric == "MONOCHROME1")
-    return _dicom_colour(arr, ds, photometric)
+        image, notes = _dicom_monochrome(arr, ds, invert=photometric == "MONOCHROME1")
+    else:
+        image, notes = _dicom_colour(arr, ds, photometric)
+    return image, notes, _DICOM_VIEWS.get(str(ds.get("ViewPosition", "")).strip().upper())
 
 
 def _read_dataset(data: bytes) -> Dataset:

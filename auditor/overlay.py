@@ -5,9 +5,10 @@ give byte-identical output. The radiograph itself is never covered by text other
 on the boxes: everything else goes in a legend strip appended below it. The result is size-capped
 because MCP clients re-inject returned images into the conversation.
 
-Colours say what the judge decided about each image finding: red URGENT, orange MISSING, green
-agreed (compared, no flag), blue not compared. UNSUPPORTED flags have nothing to draw (the image model
-did not mark the finding), so they are listed in the legend as text.
+Colours say what the judge decided about each image finding: red URGENT, yellow LATERALITY (the draft
+states a side its boxes contradict), orange MISSING, green agreed (compared, no flag), blue not
+compared. UNSUPPORTED flags have nothing to draw (the image model did not mark the finding), so they are
+listed in the legend as text.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Final, Literal, cast
 
 from PIL import Image, ImageDraw, ImageFont
 
+from auditor.compare import side_words
 from auditor.labels import HUMAN_NAMES, LABEL_RANK, Label
 from auditor.schema import Box, Comparison, DraftStatus, Flag, Grounding, ImageFinding
 
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
 ImageFormat = Literal["PNG", "JPEG", "auto"]
-Style = Literal["URGENT", "MISSING", "UNSUPPORTED", "AGREED", "FINDING"]
+Style = Literal["URGENT", "LATERALITY", "MISSING", "UNSUPPORTED", "AGREED", "FINDING"]
 """How a finding or legend line is coloured. FINDING: an image finding that was not compared."""
 RGB = tuple[int, int, int]
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
@@ -41,6 +43,7 @@ MIN_SIDE: Final = 64
 
 COLOURS: Final[dict[Style, RGB]] = {
     "URGENT": (230, 30, 30),
+    "LATERALITY": (255, 230, 0),
     "MISSING": (255, 140, 0),
     "UNSUPPORTED": (190, 120, 255),
     "AGREED": (30, 185, 60),
@@ -48,6 +51,7 @@ COLOURS: Final[dict[Style, RGB]] = {
 }
 _TEXT_ON: Final[dict[Style, RGB]] = {
     "URGENT": (255, 255, 255),
+    "LATERALITY": (0, 0, 0),
     "MISSING": (0, 0, 0),
     "UNSUPPORTED": (0, 0, 0),
     "AGREED": (0, 0, 0),
@@ -55,12 +59,20 @@ _TEXT_ON: Final[dict[Style, RGB]] = {
 }
 KEY_TEXT: Final[dict[Style, str]] = {
     "URGENT": "URGENT: can't-miss category on the image",
+    "LATERALITY": "LATERALITY: side in draft vs boxes",
     "MISSING": "MISSING: on the image, not in the draft",
     "UNSUPPORTED": "UNSUPPORTED: in the draft, not on the image",
     "AGREED": "agreed: image and draft agree",
     "FINDING": "image finding, not compared",
 }
-_SEVERITY: Final[dict[Style, int]] = {"URGENT": 0, "MISSING": 1, "UNSUPPORTED": 2, "AGREED": 3, "FINDING": 4}
+_SEVERITY: Final[dict[Style, int]] = {
+    "URGENT": 0,
+    "LATERALITY": 1,
+    "MISSING": 2,
+    "UNSUPPORTED": 3,
+    "AGREED": 4,
+    "FINDING": 5,
+}
 _DRAFT_WORDS: Final[dict[DraftStatus, str]] = {
     "denied": "denied",
     "denied_by_normal": "called normal",
@@ -126,6 +138,8 @@ def _flag_line(flag: Flag) -> _Line:
     if flag.kind == "UNSUPPORTED":
         verb = "hedges on" if flag.draft_status == "uncertain" else "says"
         return _Line(f"UNSUPPORTED: draft {verb} {name} - not marked on image", "UNSUPPORTED")
+    if flag.kind == "LATERALITY":
+        return _Line(f"LATERALITY: {name} - {side_words(flag)} (image left = patient right)", "LATERALITY")
     return _Line(f"{flag.kind}: {name} (draft: {_DRAFT_WORDS[flag.draft_status]})", flag.kind)
 
 
@@ -339,13 +353,16 @@ def _draw_marks(
         draw.text((tag[0] + m.pad, tag[1] + m.pad // 2), text, fill=_TEXT_ON[mark.style], font=m.font)
 
 
-def _compose(base: Image.Image, plan: _Plan) -> Image.Image:
-    """The scaled image with its marks, and the legend strip appended below (never over anatomy)."""
+def _compose(base: Image.Image, plan: _Plan, flag_lines: bool = True) -> Image.Image:
+    """The scaled image with its marks, and the legend strip appended below (never over anatomy).
+
+    ``flag_lines=False`` keeps only the colour key: where the flags are listed beside the picture (the
+    worklist report), repeating them in the picture is noise."""
     side = max(base.size)
     m = _Metrics.for_side(side)
     width = max(base.width, min(_MIN_PANEL_WIDTH, side))
     key = _key_rows(plan.key, m, width)
-    lines = _line_rows(plan.lines, m, width)
+    lines = _line_rows(plan.lines, m, width) if flag_lines else []
     rule_y = base.height + m.pad + len(key) * m.line_height + m.pad // 2  # separates key from flags
     lines_top = rule_y + m.pad // 2 if key else base.height
     canvas = Image.new("RGB", (width, lines_top + len(lines) * m.line_height + 2 * m.pad), _PANEL_BG)
@@ -439,8 +456,10 @@ def render_findings(
     max_side: int = 1024,
     image_format: ImageFormat = "auto",
     max_bytes: int = 400_000,
+    flag_lines: bool = True,
 ) -> RenderedImage:
-    """Draw the grounding's boxes, coloured by the comparison's flags, with a legend strip below.
+    """Draw the grounding's boxes, coloured by the comparison's flags, with a legend strip below
+    (the colour key, then one line per flag and unboxed finding unless ``flag_lines`` is off).
 
     The longest side of the image part is at most ``max_side`` (downscale only). The encoded result is
     at most ``max_bytes``: "auto" tries PNG, then JPEG at falling quality, then shrinks the picture by
@@ -451,7 +470,7 @@ def render_findings(
     plan = _plan(grounding, comparison)
     side = min(max_side, max(rgb.size))
     while True:
-        canvas = _compose(_scaled(rgb, side), plan)
+        canvas = _compose(_scaled(rgb, side), plan, flag_lines)
         for fmt, quality in _attempts(image_format):
             data = _encode(canvas, fmt, quality, max_bytes)
             if data is not None:

@@ -27,6 +27,7 @@ from auditor.schema import (
     Note,
     ParseOutcome,
     Policy,
+    ReaderAttempt,
     StudyContext,
 )
 
@@ -42,9 +43,10 @@ def _quiet(_: str) -> None:
 
 
 def _gate(kind: str) -> AbstractContextManager[object]:
-    """In-process models take one call at a time. A remote engine's client bounds its own requests in
-    flight (holding a slot only while on the wire, not across retries), so it needs no second gate."""
-    return contextlib.nullcontext() if kind == "http" else threading.Lock()
+    """Replay takes one call at a time. A remote engine's client bounds its own requests in flight
+    (holding a slot only while on the wire, not across retries), and an in-process model holds its own
+    run lock (the grounder gathers concurrent calls into batches first), so neither needs a second gate."""
+    return contextlib.nullcontext() if kind in ("http", "hf") else threading.Lock()
 
 
 class Auditor:
@@ -173,16 +175,29 @@ class Auditor:
             return self._fall_back(draft, f"the draft reader failed ({exc})")
         if reading.outcome is ParseOutcome.FAILED and draft.strip() and reading.model.backend != "rules":
             return self._fall_back(
-                draft, f"the draft reader's output was unusable ({reading.model.model_id})"
+                draft, f"the draft reader's output was unusable ({reading.model.model_id})", reading
             )
         return reading
 
-    def _fall_back(self, draft: str, why: str) -> DraftReading:
+    def _fall_back(self, draft: str, why: str, attempt: DraftReading | None = None) -> DraftReading:
+        """The rule reader's reading, with a note; a model's unusable reading is kept beside it whole
+        (``fallback_from``): its raw output, notes and timings must not vanish with the fallback."""
         reading = self._rules().read(draft)
+        kept = ""
+        update: dict[str, object] = {}
+        if attempt is not None:
+            update["fallback_from"] = ReaderAttempt.model_validate(
+                attempt.model_dump(exclude={"fallback_from"})
+            )
+            codes = ", ".join(dict.fromkeys(n.code for n in attempt.notes)) or "none"
+            kept = f"; the model's own reading (its notes: {codes}) is kept in fallback_from"
         note = Note(
-            stage="draft", code="reader_fallback_rules", message=f"{why}; the rule reader read it instead."
+            stage="draft",
+            code="reader_fallback_rules",
+            message=f"{why}; the rule reader read it instead{kept}.",
         )
-        return reading.model_copy(update={"notes": [note, *reading.notes]})
+        update["notes"] = [note, *reading.notes]
+        return reading.model_copy(update=update)
 
     def compare(
         self,
@@ -213,9 +228,23 @@ class Auditor:
     ) -> AuditReport:
         """`audit` for an image already loaded (a caller that also draws it loads it once)."""
         t0 = time.perf_counter()
-        grounding = self.ground_loaded(image, progress)
         notes: list[Note] = []  # the judge itself says when the pass is image-only (no_draft_image_only)
-        reading = self.read(draft, progress) if draft.strip() else None
+        reading: DraftReading | None = None
+        if draft.strip() and self._overlaps():
+            grounding, reading = self._ground_and_read(image, draft, progress)
+        else:
+            grounding = self.ground_loaded(image, progress)
+            if draft.strip() and grounding.failed and not self.reader_is_instant():
+                notes.append(
+                    Note(
+                        stage="draft",
+                        code="reader_skipped_image_failed",
+                        message="The image stage failed, so the judge can use no reading; the draft "
+                        "model was not run (overlap_stages is off).",
+                    )
+                )
+            elif draft.strip():
+                reading = self.read(draft, progress)
         progress("comparing")
         comparison = compare(grounding, reading, context=context)
         timings = {"total": round((time.perf_counter() - t0) * 1000, 3)}
@@ -228,9 +257,44 @@ class Auditor:
             timings_ms=timings,
         )
 
+    def _overlaps(self) -> bool:
+        """Ground and read at once when the reader is a model (``overlap_stages``): the two stages are
+        independent until the judge, and each model keeps its own lock."""
+        return self.settings.overlap_stages and not self.reader_is_instant()
+
+    def _ground_and_read(
+        self, image: LoadedImage, draft: str, progress: Progress
+    ) -> tuple[Grounding, DraftReading]:
+        """Both model stages concurrently: the reader in a thread of its own, grounding in this one.
+
+        The reader's progress is not relayed (a client's progress channel belongs to the calling
+        thread); a grounding failure still waits for the reading, which is returned beside it.
+        """
+        outcome: dict[str, DraftReading | BaseException] = {}
+
+        def read() -> None:
+            try:
+                outcome["reading"] = self.read(draft)
+            except BaseException as exc:  # re-raised in the caller's thread below
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=read, name="cxr-auditor-reader", daemon=True)
+        progress("grounding the image and reading the draft")
+        worker.start()
+        try:
+            grounding = self.ground_loaded(image)
+        finally:
+            worker.join()
+        error = outcome.get("error")
+        if isinstance(error, BaseException):
+            raise error
+        reading = outcome["reading"]
+        assert isinstance(reading, DraftReading)
+        return grounding, reading
+
     def render(
         self,
-        source: str,
+        source: str | Callable[[], LoadedImage],
         grounding: Grounding | None = None,
         comparison: Comparison | None = None,
         draft: str | None = None,
@@ -238,10 +302,26 @@ class Auditor:
         max_side: int = 1024,
         progress: Progress = _quiet,
     ) -> RenderedImage:
-        """The picture: the given stage results, or a fresh audit of the image (and draft) when absent."""
+        """The picture: the given stage results, or a fresh audit of the image (and draft) when absent.
+
+        Results passed back in must belong to this image: a grounding records the image's sha256 and
+        is checked against it; a comparison records no image, so it comes with the grounding it was
+        made from and must match it. A comparison and a draft together are refused, not one ignored.
+        """
+        from auditor.edits import comparison_mismatch
         from auditor.overlay import render_findings
 
-        image = self.load_image(source)
+        if comparison is not None and draft is not None:
+            raise ValueError(
+                "pass either a comparison or a draft, not both: the comparison already holds its draft's "
+                "flags (leave the comparison out to audit this draft now)"
+            )
+        if comparison is not None and grounding is None:
+            raise ValueError(
+                "a comparison records no image, so it cannot be checked against this one: pass the "
+                "grounding it was made from as well (ground_image's result records the image's sha256)"
+            )
+        image = self.load_image(source) if isinstance(source, str) else source()  # a callable: an archive
         if (
             grounding is not None
             and grounding.image is not None
@@ -251,6 +331,10 @@ class Auditor:
                 f"the grounding was made from another image (sha256 {grounding.image.sha256[:12]}..., "
                 f"this one is {image.info.sha256[:12]}...): its boxes would be drawn in the wrong place"
             )
+        if grounding is not None and comparison is not None:
+            mismatch = comparison_mismatch(grounding, comparison)
+            if mismatch is not None:
+                raise ValueError(f"the comparison does not belong to this grounding: {mismatch}")
         if grounding is None:
             grounding = self.ground_loaded(image, progress)
         if comparison is None and draft is not None:

@@ -20,6 +20,7 @@ from typing import Final, Literal
 from pydantic import ValidationError
 
 from auditor.labels import LABEL_RANK, Label, map_label
+from auditor.pyliteral import literal_values, read_literal
 from auditor.schema import (
     Box,
     DraftMention,
@@ -306,7 +307,13 @@ def _locate(raw: object, key: str, log: _Log) -> _Found | None:
     answer = _strip_final_answer(body, log)
     if answer != body and (direct := _direct(answer)) is not None:
         return _found_in(direct, key, True, log)
-    searched = _search(answer, key)
+    literal = _whole_literal(answer)
+    searched = _search(answer, key) if literal is None else None
+    if literal is None and searched is None:
+        literal = _best(_literal_values(answer), key)
+    if literal is not None:
+        log.add("output_python_literal", _LITERAL_NOTE)
+        return _found_in(literal, key, False, log)
     if searched is None:
         log.add("output_unparseable", "no JSON list of items could be found in the output")
         return None
@@ -358,6 +365,24 @@ def _whole_fence(text: str) -> _Json | None:
         return None
     match = _WHOLE_FENCE.fullmatch(text)
     return _parse_document(match.group(1)) if match else None
+
+
+_LITERAL_NOTE: Final = (
+    "the answer was written as a Python literal (quotes, None/True/False, trailing commas), not JSON"
+)
+
+
+def _whole_literal(text: str) -> _Json | None:
+    """The whole answer, or its one code fence, as a Python list or dict literal."""
+    match = _WHOLE_FENCE.fullmatch(text) if text.count("```") == 2 else None
+    value = read_literal(match.group(1) if match else text)
+    return None if value is None else _Json(value)
+
+
+def _literal_values(text: str) -> Iterator[_Json]:
+    """Python literals embedded in prose; tried only when no JSON answer was found."""
+    for value, end in literal_values(text, MAX_JSON_STARTS):
+        yield _Json(value, end)
 
 
 def _search(text: str, key: str) -> _Json | None:

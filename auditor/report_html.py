@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from auditor.compare import side_words
 from auditor.labels import HUMAN_NAMES
 from auditor.schema import AuditReport, DraftReading, DraftStatus, Flag, FlagKind, Note
 
@@ -29,7 +30,7 @@ DISCLAIMER: Final = (
     "Outputs are frequently wrong: every flag is a request for a qualified reader to look again, and the "
     "decision always stays with the radiologist."
 )
-KINDS: Final[tuple[FlagKind, ...]] = ("URGENT", "MISSING", "UNSUPPORTED")
+KINDS: Final[tuple[FlagKind, ...]] = ("URGENT", "LATERALITY", "MISSING", "UNSUPPORTED")
 """Most severe first: the order of badges, filters, and which colour wins where highlights overlap."""
 _KIND_RANK: Final[dict[str, int]] = {k: i for i, k in enumerate(KINDS)}
 _DRAFT_WORDS: Final[dict[DraftStatus, str]] = {
@@ -43,6 +44,7 @@ _DRAFT_WORDS: Final[dict[DraftStatus, str]] = {
 """What the draft said, in the words the picture's legend uses, so the row and the picture agree."""
 FILTERS: Final[tuple[tuple[str, str], ...]] = (
     ("URGENT", "URGENT"),
+    ("LATERALITY", "LATERALITY (side)"),
     ("MISSING", "MISSING"),
     ("UNSUPPORTED", "UNSUPPORTED"),
     ("PARTIAL", "partial check (image-only, or image stage failed)"),
@@ -66,9 +68,13 @@ th,td{border:1px solid #ddd;padding:6px 8px;vertical-align:top;text-align:left}
 th{background:#eee;position:sticky;top:0;z-index:1}
 tr[hidden]{display:none}
 td.rank{color:#777;width:2.5em}
-td.id{font-family:ui-monospace,Menlo,Consolas,monospace;word-break:break-all;max-width:12em}
+td.id{font-family:ui-monospace,Menlo,Consolas,monospace;white-space:nowrap}
+td.id .context{font-family:system-ui,sans-serif;color:#555;font-size:12px;margin-top:4px}
 td.draft{max-width:30em;white-space:pre-wrap}
-td.picture img{display:block;max-width:384px;height:auto;background:#111}
+td.picture img{display:block;width:320px;max-width:none;height:auto;background:#111;cursor:zoom-in}
+td.picture img.big{width:auto;cursor:zoom-out}
+.cautions{list-style:none;margin:0 0 6px;padding:0}
+.cautions li{margin:0 0 4px;padding:3px 6px;border-left:5px solid #3b6fd6;background:#e3ecfb;font-size:13px}
 ul.flags{list-style:none;margin:0;padding:0}
 ul.flags li{margin:0 0 6px;padding:3px 6px;border-left:5px solid;border-radius:3px}
 .badge{display:inline-block;font-weight:700;font-size:12px;padding:0 5px;border-radius:3px;margin-right:4px}
@@ -78,9 +84,11 @@ ul.flags li{margin:0 0 6px;padding:3px 6px;border-left:5px solid;border-radius:3
 .status.degraded{color:#9b0000;font-weight:700}
 .clean{color:#2b6e2b}
 li.k-urgent,mark.k-urgent{border-color:#e61e1e;background:#fde2e2}
+li.k-laterality,mark.k-laterality{border-color:#e6c800;background:#fff8c4}
 li.k-missing,mark.k-missing{border-color:#ff8c00;background:#ffe9cc}
 li.k-unsupported,mark.k-unsupported{border-color:#a060f0;background:#eee0ff}
 .badge.k-urgent{background:#e61e1e;color:#fff}
+.badge.k-laterality{background:#ffe600;color:#000}
 .badge.k-missing{background:#ff8c00;color:#000}
 .badge.k-unsupported{background:#be78ff;color:#000}
 mark{padding:0 1px;border-bottom:2px solid;color:inherit}
@@ -110,6 +118,10 @@ _SCRIPT: Final = """
   }
   boxes.forEach(function (box) { box.addEventListener("change", apply); });
   apply();
+  Array.prototype.slice.call(document.querySelectorAll("td.picture img")).forEach(function (img) {
+    img.title = "click to enlarge";
+    img.addEventListener("click", function () { img.classList.toggle("big"); });
+  });
 })();
 """
 
@@ -254,6 +266,8 @@ def _status_line(report: AuditReport) -> str:
 def _flag_item(flag: Flag) -> str:
     name = HUMAN_NAMES[flag.label]
     draft = "" if flag.kind == "UNSUPPORTED" else f" (draft: {_DRAFT_WORDS[flag.draft_status]})"
+    if flag.kind == "LATERALITY":
+        draft = f" ({side_words(flag)})"
     return (
         f'<li class="{_css_kind(flag.kind)}"><span class="badge {_css_kind(flag.kind)}">{flag.kind}</span>'
         f'{_e(name)}{draft} <span class="rule">{_e(flag.rule_id)}</span>'
@@ -261,9 +275,30 @@ def _flag_item(flag: Flag) -> str:
     )
 
 
+def _is_caution(note: Note) -> bool:
+    """Context cautions (a child, an AP film) change how to read the flags: shown beside them."""
+    return note.stage == "context"
+
+
 def _flags_cell(report: AuditReport) -> str:
     items = "".join(_flag_item(f) for f in report.comparison.flags)
-    return _status_line(report) + (f'<ul class="flags">{items}</ul>' if items else "")
+    cautions = "".join(f"<li>{_e(n.message)}</li>" for n in report.comparison.notes if _is_caution(n))
+    return (
+        _status_line(report)
+        + (f'<ul class="cautions">{cautions}</ul>' if cautions else "")
+        + (f'<ul class="flags">{items}</ul>' if items else "")
+    )
+
+
+def _context_line(report: AuditReport) -> str:
+    """Age and view under the study id, when the worklist gave them."""
+    ctx = report.context
+    if ctx is None or (ctx.age_years is None and ctx.view is None):
+        return ""
+    parts = ([f"age {ctx.age_years:g}"] if ctx.age_years is not None else []) + (
+        [f"{ctx.view} view"] if ctx.view is not None else []
+    )
+    return f'<div class="context">{_e(", ".join(parts))}</div>'
 
 
 def _draft_cell(reading: DraftReading | None, flags: Sequence[Flag]) -> str:
@@ -293,7 +328,7 @@ def _all_notes(report: AuditReport) -> list[Note]:
 
 
 def _notes_cell(report: AuditReport) -> str:
-    notes = _all_notes(report)
+    notes = [n for n in _all_notes(report) if not _is_caution(n)]  # cautions sit beside the flags
     if not notes:
         return ""
     items = "".join(f"<li><code>{_e(n.code)}</code> {_e(n.message)}</li>" for n in notes)
@@ -304,7 +339,7 @@ def _row(rank: int, study: StudyResult, report: AuditReport) -> str:
     flags = report.comparison.flags
     return (
         f'<tr data-tags="{" ".join(row_tags(report))}" data-flags="{len(flags)}">'
-        f'<td class="rank">{rank}</td><td class="id">{_e(study.id)}</td>'
+        f'<td class="rank">{rank}</td><td class="id">{_e(study.id)}{_context_line(report)}</td>'
         f'<td class="flags">{_flags_cell(report)}</td>'
         f'<td class="draft">{_draft_cell(report.reading, flags)}</td>'
         f'<td class="picture">{_picture_cell(study)}</td>'
@@ -319,9 +354,17 @@ def _count(summary: Mapping[str, Any], key: str) -> int:
     return int(summary[key])
 
 
+def _unreported(summary: Mapping[str, Any]) -> str:
+    """How many of the URGENT studies have one the draft does not already report (older summaries
+    lack the count: then nothing is said)."""
+    if "studies_with_urgent_not_in_draft" not in summary:
+        return ""
+    return f" ({_count(summary, 'studies_with_urgent_not_in_draft')} not in the draft)"
+
+
 def _header(summary: Mapping[str, Any], *, title: str, source: str | None, generated_at: str) -> str:
     counts: Mapping[str, Any] = summary["flags"]
-    flags = ", ".join(f"{int(counts[k])} {k}" for k in KINDS)
+    flags = ", ".join(f"{int(counts.get(k, 0))} {k}" for k in KINDS)  # older summaries lack new kinds
     failed = _count(summary, "failed")
     not_audited = f'<a href="#failed">{failed} not audited</a>' if failed else "0 not audited"
     src = f'<p class="meta">Worklist: <code>{_e(source)}</code></p>' if source else ""
@@ -330,7 +373,7 @@ def _header(summary: Mapping[str, Any], *, title: str, source: str | None, gener
         f'<p class="meta" id="generated">Generated {_e(generated_at)}</p>'
         f'<p class="totals"><span>{_count(summary, "studies")} studies</span>'
         f"<span>{_count(summary, 'audited')} audited</span><span>{not_audited}</span>"
-        f"<span>{_count(summary, 'studies_with_urgent')} with URGENT flags</span>"
+        f"<span>{_count(summary, 'studies_with_urgent')} with URGENT flags{_unreported(summary)}</span>"
         f"<span>flags: {flags}</span></p></header>"
     )
 

@@ -76,6 +76,10 @@ class ModelInfo(_Contract):
     device: str | None = None
 
 
+View = Literal["PA", "AP", "lateral"]
+"""PA and AP are frontal films; on a lateral film image x says nothing about the patient's side."""
+
+
 class ImageInfo(_Contract):
     """The image the grounding was made from: hash of the source bytes, pixel size, source format."""
 
@@ -83,6 +87,9 @@ class ImageInfo(_Contract):
     width: int = Field(gt=0)
     height: int = Field(gt=0)
     source_format: str = Field(description="PNG, JPEG, DICOM, ...")
+    view: View | None = Field(
+        default=None, description="the view a DICOM header states (ViewPosition); None when not stated"
+    )
 
 
 class ImageFinding(_Contract):
@@ -108,6 +115,9 @@ class Grounding(_Contract):
     raw_output: str | None = Field(default=None, description="the model's text, exactly as generated")
     notes: list[Note] = Field(default_factory=list)
     timings_ms: dict[str, float] = Field(default_factory=dict)
+    tokens: dict[str, int] = Field(
+        default_factory=dict, description="prompt and generated token counts, where a model generated"
+    )
 
     @property
     def failed(self) -> bool:
@@ -141,8 +151,8 @@ class DraftMention(_Contract):
         return self
 
 
-class DraftReading(_Contract):
-    """The draft stage's result. Every mention's span is exactly ``draft[start:end]``."""
+class _Reading(_Contract):
+    """What any reader returns. Every mention's span is exactly ``draft[start:end]``."""
 
     draft: str
     mentions: list[DraftMention]
@@ -151,6 +161,10 @@ class DraftReading(_Contract):
     raw_output: str | None = None
     notes: list[Note] = Field(default_factory=list)
     timings_ms: dict[str, float] = Field(default_factory=dict)
+    tokens: dict[str, int] = Field(
+        default_factory=dict,
+        description="prompt, reasoning and answer token counts, where a model generated",
+    )
 
     @model_validator(mode="after")
     def _spans_verbatim(self) -> Self:
@@ -161,6 +175,21 @@ class DraftReading(_Contract):
                     f"({self.draft[m.start : m.end]!r})"
                 )
         return self
+
+
+class ReaderAttempt(_Reading):
+    """A model reader's own reading that was not used (its output was unusable), kept whole so that
+    nothing the model produced vanishes: raw output, notes, timings and model."""
+
+
+class DraftReading(_Reading):
+    """The draft stage's result. Every mention's span is exactly ``draft[start:end]``."""
+
+    fallback_from: ReaderAttempt | None = Field(
+        default=None,
+        description="the configured reader's own reading, kept whole (raw output, notes, timings, model) "
+        "when its output was unusable and the rule reader read the draft instead",
+    )
 
     @property
     def failed(self) -> bool:
@@ -177,6 +206,10 @@ class Policy(_Contract):
     uncertain_is_assertion: bool = Field(
         default=False, description="a hedged draft finding the image lacks is not UNSUPPORTED"
     )
+    check_laterality: bool = Field(
+        default=True,
+        description="a side the draft states is checked against the side of the image's boxes (LATERALITY)",
+    )
 
     @model_validator(mode="after")
     def _urgent_are_findings(self) -> Self:
@@ -189,10 +222,10 @@ class StudyContext(_Contract):
     """Optional facts about the study that change how much to trust the models."""
 
     age_years: float | None = Field(default=None, ge=0, le=130)
-    view: Literal["PA", "AP", "lateral"] | None = None
+    view: View | None = None
 
 
-FlagKind = Literal["URGENT", "MISSING", "UNSUPPORTED"]
+FlagKind = Literal["URGENT", "LATERALITY", "MISSING", "UNSUPPORTED"]
 DraftStatus = Literal["denied", "denied_by_normal", "not_mentioned", "present", "uncertain", "absent"]
 
 

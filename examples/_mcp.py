@@ -34,6 +34,10 @@ DEGRADED: Final = frozenset(
     {"image_stage_failed", "no_draft_image_only", "draft_unparsed_image_only", "draft_empty_image_only"}
 )
 """The note codes that say why a comparison was partial (mode ``no_image`` or ``image_only``)."""
+PASSED_ENV: Final = ("CXR_AUDITOR_", "HF_", "HUGGINGFACE_", "TRANSFORMERS_")
+"""The server's own settings and the Hugging Face ones (HF_HOME, HF_HUB_CACHE, HF_TOKEN, HF_HUB_OFFLINE):
+the MCP client passes only a minimal environment on, and without these the server would look for the
+model weights in another cache, or without the token a gated model needs."""
 
 
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
@@ -55,14 +59,15 @@ def server_command() -> list[str]:
 
 
 def server_params(args: argparse.Namespace) -> StdioServerParameters:
-    """`cxr-auditor serve` with the backend flags given here; CXR_AUDITOR_* variables pass through."""
+    """`cxr-auditor serve` with the backend flags given here; CXR_AUDITOR_* and the Hugging Face
+    variables pass through."""
     command = shlex.split(args.server) if args.server else server_command()
     argv = [*command[1:], "serve"]
     for flag in BACKEND_FLAGS:
         value = getattr(args, flag.replace("-", "_"))
         if value:
             argv += [f"--{flag}", value]
-    env = get_default_environment() | {k: v for k, v in os.environ.items() if k.startswith("CXR_AUDITOR_")}
+    env = get_default_environment() | {k: v for k, v in os.environ.items() if k.startswith(PASSED_ENV)}
     return StdioServerParameters(command=command[0], args=argv, env=env)
 
 

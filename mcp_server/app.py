@@ -9,6 +9,7 @@ keeps serving the next call.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import threading
 from collections.abc import Callable
@@ -17,32 +18,45 @@ from typing import Annotated, Any, TypeVar
 import anyio
 import anyio.from_thread
 import anyio.to_thread
+from mcp.server.apps import Apps
 from mcp.server.mcpserver import Context, Image, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ToolAnnotations
-from pydantic import Field
+from mcp.shared.exceptions import MCPError
+from mcp.types import INVALID_PARAMS, ToolAnnotations
+from pydantic import Field, ValidationError
 
 import auditor
 from auditor.backends import BackendError
+from auditor.compare import DECISION_TABLE
+from auditor.dicomweb import find_study_images as find_images
+from auditor.dicomweb import image_or_study
 from auditor.labels import LABEL_ORDER, URGENT_LABELS, synonym_table
 from auditor.pipeline import Auditor
 from auditor.schema import AuditReport, Comparison, DraftReading, Grounding, Policy
+from auditor.study_select import StudyImages
 from auditor.tool_io import (
     MAX_DRAFT_CHARS,
     AuditDraftArg,
     ContextArg,
     DraftArg,
+    EditableGrounding,
+    FindStudyUidArg,
     GroundingArg,
-    ImageArg,
+    OptionalImageArg,
     PolicyArg,
     ReadingArg,
+    StudyUidArg,
+    describe_invalid,
     tool_schemas,
 )
 from mcp_server import descriptions as text
+from mcp_server import viewer
 
 T = TypeVar("T")
 
 READ_ONLY = dict(read_only_hint=True, destructive_hint=False, idempotent_hint=True)
+TABLE_COLUMNS = ("image", "draft", "flag")
+"""The policy resource's table: what the image model found, what the draft says, what the judge flags."""
 
 
 def _error_message(exc: Exception) -> str:
@@ -112,13 +126,40 @@ async def _run(ctx: Context | None, work: Callable[[Callable[[str], None]], T], 
         raise
 
 
+class AuditorServer(MCPServer):
+    """An MCPServer whose argument errors are one line per problem (where, and what is wrong), as the
+    CLI gives them, instead of pydantic's dump with the rejected values and documentation links."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Context | None = None) -> Any:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ValidationError) and str(exc).startswith("Error executing tool"):
+                raise ToolError(f"Error executing tool {name}: {describe_invalid(cause)}") from cause
+            raise
+
+    async def get_prompt(
+        self, name: str, arguments: dict[str, Any] | None = None, context: Context | None = None
+    ) -> Any:
+        """A missing or bad prompt argument is an invalid-params error that says which, not an
+        'Internal server error'."""
+        try:
+            return await super().get_prompt(name, arguments, context)
+        except ValueError as exc:
+            raise MCPError(INVALID_PARAMS, f"prompt {name!r}: {exc}") from exc
+
+
 def build_server(engine: Auditor) -> MCPServer:
     """Register everything on a fresh MCPServer bound to one Auditor (so models stay resident)."""
-    server = MCPServer(
+    apps = viewer.viewer_extension(engine, _run)
+    _add_viewer_tools(apps, engine)  # before the server: it applies the extension when it is made
+    server = AuditorServer(
         "cxr-draft-auditor",
         title="CXR Draft Auditor",
         version=auditor.__version__,
         instructions=text.INSTRUCTIONS,
+        extensions=[apps],
     )
     _add_tools(server, engine)
     _add_resources(server, engine)
@@ -126,15 +167,60 @@ def build_server(engine: Auditor) -> MCPServer:
     return server
 
 
-def _add_tools(server: MCPServer, engine: Auditor) -> None:
-    @server.tool(
+def _add_viewer_tools(apps: Apps, engine: Auditor) -> None:
+    """The tools whose results the audit viewer shows, in hosts that render MCP Apps: the same tools
+    and results everywhere, with ``_meta.ui.resourceUri`` pointing at the viewer."""
+
+    @apps.tool(
+        resource_uri=viewer.VIEWER_URI,
         title="Ground the image",
         description=text.GROUND_IMAGE,
         annotations=ToolAnnotations(title="Ground the image", open_world_hint=True, **READ_ONLY),
     )
-    async def ground_image(image: ImageArg, ctx: Context) -> Grounding:
-        return await _run(ctx, lambda p: engine.ground(image, p), steps=2)
+    async def ground_image(
+        ctx: Context, image: OptionalImageArg = None, study_uid: StudyUidArg = None
+    ) -> Grounding:
+        return await _run(
+            ctx, lambda p: engine.ground_loaded(image_or_study(engine, image, study_uid, p), p), steps=2
+        )
 
+    @apps.tool(
+        resource_uri=viewer.VIEWER_URI,
+        title="Compare image and draft",
+        description=text.COMPARE,
+        annotations=ToolAnnotations(title="Compare image and draft", open_world_hint=False, **READ_ONLY),
+    )
+    async def compare(  # async: the judge takes microseconds, so it runs on the loop, not in a thread
+        grounding: GroundingArg,
+        reading: ReadingArg = None,
+        context: ContextArg = None,
+        policy: PolicyArg = None,
+    ) -> Comparison:
+        return _with_edit_notes(
+            engine, engine.compare(grounding, reading, context, policy), grounding, reading
+        )
+
+    @apps.tool(
+        resource_uri=viewer.VIEWER_URI,
+        title="Audit image and draft",
+        description=text.AUDIT,
+        annotations=ToolAnnotations(title="Audit image and draft", open_world_hint=True, **READ_ONLY),
+    )
+    async def audit(
+        ctx: Context,
+        image: OptionalImageArg = None,
+        study_uid: StudyUidArg = None,
+        draft: AuditDraftArg = "",
+        context: ContextArg = None,
+    ) -> AuditReport:
+        return await _run(
+            ctx,
+            lambda p: engine.audit_loaded(image_or_study(engine, image, study_uid, p), draft, context, p),
+            steps=4,
+        )
+
+
+def _add_tools(server: MCPServer, engine: Auditor) -> None:
     @server.tool(
         title="Read the draft",
         description=text.PARSE_DRAFT,
@@ -146,30 +232,12 @@ def _add_tools(server: MCPServer, engine: Auditor) -> None:
         return await _run(ctx, lambda p: engine.read(draft, p), steps=1)
 
     @server.tool(
-        title="Compare image and draft",
-        description=text.COMPARE,
-        annotations=ToolAnnotations(title="Compare image and draft", open_world_hint=False, **READ_ONLY),
+        title="List a study's images",
+        description=text.FIND_STUDY_IMAGES,
+        annotations=ToolAnnotations(title="List a study's images", open_world_hint=True, **READ_ONLY),
     )
-    async def compare(  # async: the judge takes microseconds, so it runs on the loop, not in a thread
-        grounding: GroundingArg,
-        reading: ReadingArg = None,
-        context: ContextArg = None,
-        policy: PolicyArg = None,
-    ) -> Comparison:
-        return engine.compare(grounding, reading, context, policy)
-
-    @server.tool(
-        title="Audit image and draft",
-        description=text.AUDIT,
-        annotations=ToolAnnotations(title="Audit image and draft", open_world_hint=True, **READ_ONLY),
-    )
-    async def audit(
-        image: ImageArg,
-        ctx: Context,
-        draft: AuditDraftArg = "",
-        context: ContextArg = None,
-    ) -> AuditReport:
-        return await _run(ctx, lambda p: engine.audit(image, draft, context, p), steps=4)
+    async def find_study_images(study_uid: FindStudyUidArg, ctx: Context) -> StudyImages:
+        return await _run(ctx, lambda p: find_images(engine.settings, study_uid), steps=1)
 
     @server.tool(
         title="Draw findings and flags",
@@ -178,26 +246,52 @@ def _add_tools(server: MCPServer, engine: Auditor) -> None:
         structured_output=False,
     )
     async def render_findings(
-        image: ImageArg,
         ctx: Context,
+        image: OptionalImageArg = None,
+        study_uid: StudyUidArg = None,
         grounding: Annotated[
-            Grounding | None, Field(description="ground_image's result, if you have it")
+            EditableGrounding | None,
+            Field(description="ground_image's result, if you have it (needed with a comparison)"),
         ] = None,
         comparison: Annotated[
-            Comparison | None, Field(description="compare's result, if you have it")
+            Comparison | None,
+            Field(description="compare's result, if you have it; pass the grounding it was made from too"),
         ] = None,
         draft: Annotated[
             str | None,
-            Field(max_length=MAX_DRAFT_CHARS, description="a draft to audit now, if no comparison"),
+            Field(
+                max_length=MAX_DRAFT_CHARS,
+                description="a draft to audit now, only when there is no comparison",
+            ),
         ] = None,
         max_side: Annotated[int, Field(ge=256, le=2048, description="longest side of the picture")] = 1024,
     ) -> Image:
         rendered = await _run(
             ctx,
-            lambda p: engine.render(image, grounding, comparison, draft, max_side=max_side, progress=p),
+            lambda p: engine.render(
+                functools.partial(image_or_study, engine, image, study_uid, p),
+                grounding,
+                comparison,
+                draft,
+                max_side=max_side,
+                progress=p,
+            ),
             steps=3,
         )
         return Image(data=rendered.data, format=rendered.mime_type.split("/")[1])
+
+
+def _with_edit_notes(
+    engine: Auditor, comparison: Comparison, grounding: Grounding | None, reading: DraftReading | None
+) -> Comparison:
+    """The comparison, with a note for each stage result a person built or edited before passing it."""
+    from auditor.backends.factory import box_format
+    from auditor.edits import grounding_edit_notes, reading_edit_notes
+
+    notes = [*grounding_edit_notes(grounding, box_format(engine.settings)), *reading_edit_notes(reading)]
+    if not notes:
+        return comparison
+    return comparison.model_copy(update={"notes": [*comparison.notes, *notes]})
 
 
 def _json(data: Any) -> str:
@@ -231,19 +325,8 @@ def _add_resources(server: MCPServer, engine: Auditor) -> None:
         return _json(
             {
                 "policy": Policy().model_dump(mode="json"),
-                "table": [
-                    ["present", "present or uncertain", "none"],
-                    ["present", "absent (denied)", "MISSING (denied)"],
-                    [
-                        "present",
-                        "not mentioned, draft describes a normal study",
-                        "MISSING (denied_by_normal)",
-                    ],
-                    ["present", "not mentioned", "MISSING (not_mentioned)"],
-                    ["absent", "present", "UNSUPPORTED"],
-                    ["absent", "uncertain or absent", "none"],
-                    ["present, label in URGENT", "anything", "URGENT (as well)"],
-                ],
+                "columns": list(TABLE_COLUMNS),
+                "table": [dict(zip(TABLE_COLUMNS, row, strict=True)) for row in DECISION_TABLE],
                 "disclaimer": text.DISCLAIMER,
             }
         )
@@ -274,5 +357,15 @@ def _add_prompt(server: MCPServer) -> None:
         description="Walks an assistant through ground_image, parse_draft, compare and render_findings, "
         "and how to present the flags (second look, never a diagnosis).",
     )
-    def audit_draft(image: str, draft: str) -> str:
-        return text.AUDIT_PROMPT.format(image=image, draft=draft, disclaimer=text.DISCLAIMER)
+    def audit_draft(
+        image: Annotated[
+            str, Field(description="the X-ray: an absolute file path or a URL the server can read")
+        ],
+        draft: Annotated[
+            str, Field(description="the draft impression, verbatim; leave out for an image-only pass")
+        ] = "",
+    ) -> str:
+        if not image.strip():
+            raise ValueError("give `image`: an absolute file path or a URL of the chest X-ray")
+        shown = draft if draft.strip() else "(none given: an image-only pass, URGENT flags only)"
+        return text.AUDIT_PROMPT.format(image=image, draft=shown, disclaimer=text.DISCLAIMER)

@@ -39,6 +39,15 @@ def _build_backends(engine: Any) -> None:
             )
 
 
+def _say_what_cannot_work(engine: Any) -> None:
+    """At start, on stderr (the client's log): each configured model missing from this machine, the
+    tools it stops and the ways out. The server still starts: other tools, and other clients, work."""
+    from auditor.backends.availability import state_problems
+
+    for _, problem in state_problems(engine.models()):
+        print(f"cxr-auditor: warning: {problem}", file=sys.stderr)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         settings = settings_from(args)
@@ -56,9 +65,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     engine = Auditor(settings)
     _build_backends(engine)
+    if not args.preload:  # --preload says it itself, as its one error line
+        _say_what_cannot_work(engine)
     server = build_server(engine)
     if args.preload:
-        engine.preload(lambda msg: print(f"cxr-auditor: {msg}", file=sys.stderr))
+        from auditor.backends import BackendError
+
+        show = args.progress is not False
+
+        def progress(message: str) -> None:
+            if show:
+                print(f"cxr-auditor: {message}", file=sys.stderr, flush=True)
+
+        try:
+            engine.preload(progress)
+        except BackendError as exc:
+            raise core.CliError(f"--preload: model backend ({exc.code}): {exc}", core.EXIT_MODEL) from None
     # Everything built so far lives as long as the process: keep it out of the cyclic collector's
     # full passes, which otherwise stall every request in flight for tens to hundreds of ms.
     gc.collect()
@@ -94,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Origin checks accept loopback and these only",
     )
     p.add_argument("--preload", action="store_true", help="load the models before serving")
+    flags.add_progress_flag(p)
     p.set_defaults(func=cmd_serve)
     return parser
 

@@ -24,6 +24,7 @@ from PIL import Image
 import auditor.backends.factory as factory
 from auditor.backends.replay import ReplayGrounder
 from auditor.batch import (
+    PICTURE_BYTES,
     PICTURES,
     REPORT,
     RESULTS,
@@ -130,7 +131,9 @@ def assert_adds_up(lines: list[dict[str, Any]], summary: dict[str, Any], ids: li
     assert sum(summary["failures"].values()) == len(errors)
     assert summary["failures"] == dict(Counter(e["code"] for e in errors))
     kinds = Counter(f.kind for r in reports for f in r.comparison.flags)
-    assert summary["flags"] == {k: kinds.get(k, 0) for k in ("URGENT", "MISSING", "UNSUPPORTED")}
+    assert summary["flags"] == {
+        k: kinds.get(k, 0) for k in ("URGENT", "LATERALITY", "MISSING", "UNSUPPORTED")
+    }
     urgent = sum(1 for r in reports if any(f.kind == "URGENT" for f in r.comparison.flags))
     assert summary["studies_with_urgent"] == urgent
     assert sum(summary["modes"].values()) == len(reports)
@@ -217,8 +220,9 @@ def test_worklist_end_to_end_through_the_command(
     worklist = write_csv(tmp_path / "worklist.csv", rows)
     out = tmp_path / "out"
     code, stdout, err = run_main(batch_cli(worklist, out, replay), capsys)
-    assert code == 0, err
-    assert err == "", "no progress bar off a terminal unless asked"
+    assert code == 1, "studies failed, so the exit status says so"
+    assert err.startswith("cxr-auditor: ") and "could not be audited" in err
+    assert "audit-batch [" not in err, "no progress bar off a terminal unless asked"
     summary = json.loads(stdout)
     assert summary == {**json.loads((out / SUMMARY).read_text()), "files": summary["files"]}
     lines = result_lines(out)
@@ -243,12 +247,12 @@ def test_worklist_end_to_end_through_the_command(
     assert set(by_id["missing"]) == {"id", "input", "error"}
     assert set(by_id["missing"]["error"]) == {"code", "message"}
 
-    assert summary["flags"] == {"URGENT": 3, "MISSING": 2, "UNSUPPORTED": 1}
+    assert summary["flags"] == {"URGENT": 3, "LATERALITY": 0, "MISSING": 2, "UNSUPPORTED": 1}
     assert summary["studies_with_urgent"] == 3
     assert summary["modes"] == {"full": 3, "image_only": 1, "no_image": 1}
     assert summary["resumed"] == 0
     pictures = sorted((out / PICTURES).glob("*.jpg"))
-    assert len(pictures) == 5 and all(p.stat().st_size <= 80_000 for p in pictures)
+    assert len(pictures) == 5 and all(p.stat().st_size <= PICTURE_BYTES for p in pictures)
 
     page = (out / REPORT).read_text(encoding="utf-8")
     for row in rows:
@@ -395,7 +399,7 @@ def test_installed_script_runs_a_worklist(tmp_path: Path) -> None:
         timeout=60,
         stdin=subprocess.DEVNULL,
     )
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # a study failed
     summary = json.loads(proc.stdout)
     assert (summary["studies"], summary["audited"], summary["failed"]) == (2, 1, 1)
     assert summary["failures"] == {"not_found": 1}
@@ -558,3 +562,67 @@ def test_empty_worklist_gives_an_empty_report(tmp_path: Path) -> None:
     summary = run_batch(studies, tmp_path / "out", settings(replay))
     assert (summary["studies"], summary["audited"], summary["failed"]) == (0, 0, 0)
     assert "No study was audited" in (tmp_path / "out" / REPORT).read_text()
+
+
+# ---- a model that cannot load stops the run ----------------------------------------------------------
+
+
+class NeverLoads(CountingGrounder):
+    """A grounder whose model cannot load: every call fails the same way."""
+
+    def ground(self, image: LoadedImage) -> Grounding:
+        from auditor.backends import BackendError
+
+        self.calls += 1
+        raise BackendError("load_failed", "could not load the grounder model 'x': its weights are missing")
+
+
+@needs_nih
+def test_the_first_load_failure_stops_the_run(tmp_path: Path) -> None:
+    replay = write_replay(tmp_path / "replay.jsonl")
+    rows = [{"id": f"s{i}", "image": rel(tmp_path, URGENT_PNG), "draft": ""} for i in range(5)]
+    studies = read_worklist(write_csv(tmp_path / "w.csv", rows))
+    grounder = NeverLoads(replay)
+    with pytest.raises(CliError) as err:
+        run_batch(studies, tmp_path / "out", settings(replay), grounder=grounder)
+    assert grounder.calls == 1, "not one load attempt per study"
+    assert err.value.code == 3 and "\n" not in str(err.value)
+    assert str(err.value).startswith("stopped at study 's0' after 0 finished")
+    assert "model backend (load_failed)" in str(err.value) and "rerun to resume" in str(err.value)
+
+
+def test_audit_batch_without_the_image_model_stops_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    worklist = write_jsonl(tmp_path / "w.jsonl", [{"id": "a", "image": "a.png"}])
+    missing = tmp_path / "no-model-here"
+    out = tmp_path / "out"
+    code, stdout, err = run_main(
+        [
+            "audit-batch",
+            str(worklist),
+            "--out",
+            str(out),
+            "--grounder-model",
+            str(missing),
+            "--reader",
+            "rules",
+        ],
+        capsys,
+    )
+    assert code == 3 and stdout == "" and not out.exists()
+    assert err.count("\n") == 1 and f"the folder {missing} does not exist" in err
+
+
+def test_summary_counts_urgent_not_in_the_draft_apart() -> None:
+    from auditor.batch import summarize
+
+    def line(ident: str, *statuses: str) -> dict[str, Any]:
+        flags = [{"kind": "URGENT", "draft_status": s} for s in statuses]
+        return {"id": ident, "report": {"comparison": {"flags": flags, "mode": "full"}}}
+
+    summary = summarize(
+        [line("a", "present"), line("b", "denied", "present"), line("c", "not_mentioned"), line("d")]
+    )
+    assert (summary["studies_with_urgent"], summary["flags"]["URGENT"]) == (3, 4)
+    assert (summary["studies_with_urgent_not_in_draft"], summary["urgent_not_in_draft"]) == (2, 2)

@@ -78,6 +78,7 @@ def test_backend_fingerprint_covers_the_backends_and_never_secrets(tmp_path: Pat
         replace(hf, grounder_model="google/medgemma-1.5-4b-it"),
         replace(hf, grounder_revision="abc123"),
         replace(hf, grounder_prompt=prompt),
+        replace(hf, grounder_dtype="float32"),  # a per-model dtype is a different configuration
         http_reader,
         replace(http_reader, reader_model="other/reader"),
         replace(http_reader, reader_api_model="served-name"),

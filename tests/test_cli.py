@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from auditor.cli import main
 from auditor.labels import Label
 from auditor.schema import Box, Comparison, DraftReading, Grounding, ImageFinding, ModelInfo, ParseOutcome
 from auditor.tool_io import MAX_DRAFT_CHARS, tool_schemas
+from mcp_server.cli import main  # the installed entry point: every command, `serve` included
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).parent / "cxr-auditor"
@@ -21,7 +21,7 @@ MODEL = ModelInfo(backend="test", model_id="test-model")
 
 
 def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """main() in-process: (exit code, stdout, stderr); a SystemExit is turned into its code."""
+    """The installed main() in-process: (exit code, stdout, stderr); a SystemExit becomes its code."""
     try:
         code = main(argv)
     except SystemExit as exc:

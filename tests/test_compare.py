@@ -479,3 +479,29 @@ def test_end_to_end_rule_reader_denied_pneumothorax() -> None:
     assert [(m.span, m.status) for m in missing.draft_evidence] == [("pneumothorax", "absent")]
     assert [f.box for f in missing.image_evidence] == [BOX_A]
     assert all(f.label is not L.CARDIOMEGALY for f in c.flags)
+
+
+# --- URGENT findings the draft already reports --------------------------------------------------------
+
+
+def test_an_urgent_finding_the_draft_reports_says_so_and_comes_last() -> None:
+    c = compare(grounding(L.PNEUMOTHORAX, L.NODULE_MASS), reading((L.PNEUMOTHORAX, "present")))
+    assert kinds(c)[:2] == [("URGENT", "nodule_mass"), ("URGENT", "pneumothorax")]
+    reported = only(c, "URGENT", L.PNEUMOTHORAX)
+    assert "the draft reports it" in reported.message and "not as a disagreement" in reported.message
+    assert "does not mention nodule" in only(c, "URGENT", L.NODULE_MASS).message
+
+
+def test_a_denied_urgent_finding_gets_one_message_not_two_alike() -> None:
+    c = compare(grounding(L.PNEUMOTHORAX), reading((L.PNEUMOTHORAX, "absent")))
+    urgent, missing = only(c, "URGENT", L.PNEUMOTHORAX), only(c, "MISSING", L.PNEUMOTHORAX)
+    assert "can't-miss" in urgent.message and "the draft states there is no pneumothorax" in urgent.message
+    assert missing.message.startswith("The same possible pneumothorax as the URGENT flag")
+    assert "can't-miss" not in missing.message and "look" in missing.message
+    plain = compare(grounding(L.CARDIOMEGALY), reading((L.CARDIOMEGALY, "absent")))
+    assert only(plain, "MISSING", L.CARDIOMEGALY).message.startswith("The image model marked a possible")
+
+
+def test_urgent_without_a_draft_speaks_of_no_draft() -> None:
+    message = only(compare(grounding(L.PNEUMOTHORAX), None), "URGENT", L.PNEUMOTHORAX).message
+    assert "draft" not in message and "one more look" in message

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from auditor.compare import compare
 from auditor.labels import FINDING_LABELS, LABEL_ORDER, LABEL_RANK, URGENT_LABELS, Label
+from auditor.laterality import OPPOSITE, SIDELESS_LABELS, PatientSide, mirrored, patient_side
 from auditor.schema import (
     Box,
     Comparison,
@@ -15,6 +16,7 @@ from auditor.schema import (
     DraftReading,
     Grounding,
     ImageFinding,
+    Laterality,
     MentionStatus,
     ModelInfo,
     ParseOutcome,
@@ -156,7 +158,9 @@ def test_urgent_exactly_for_urgent_image_labels(
 ) -> None:
     c = compare(g, None if no_draft else make_reading(parts, outcome))
     expected = sorted(g.present_labels() & URGENT_LABELS, key=LABEL_RANK.__getitem__)
-    assert by_kind(c, "URGENT") == expected
+    assert sorted(by_kind(c, "URGENT"), key=LABEL_RANK.__getitem__) == expected
+    reported = [f.draft_status == "present" for f in c.flags if f.kind == "URGENT"]
+    assert reported == sorted(reported), "an URGENT finding the draft already reports comes after the others"
     if no_draft or outcome is ParseOutcome.FAILED:
         assert {f.kind for f in c.flags} <= {"URGENT"}
         assert c.mode == "image_only"
@@ -191,8 +195,12 @@ def test_compare_never_raises_and_is_deterministic(data: st.DataObject, context:
     second = compare(g, r, policy, context)
     assert first.model_dump() == second.model_dump()
     assert first.policy == (policy or Policy())
-    rank = {"URGENT": 0, "MISSING": 1, "UNSUPPORTED": 2}
-    keys = [(rank[f.kind], LABEL_RANK[f.label]) for f in first.flags]
+    rank = {"URGENT": 0, "LATERALITY": 1, "MISSING": 2, "UNSUPPORTED": 3}
+    # URGENT findings the draft already reports come after the URGENT ones it does not
+    keys = [
+        (rank[f.kind], f.kind == "URGENT" and f.draft_status == "present", LABEL_RANK[f.label])
+        for f in first.flags
+    ]
     assert keys == sorted(keys)
     assert len(keys) == len(set(keys)), "at most one flag per (kind, label)"
 
@@ -206,3 +214,141 @@ def test_missing_plus_unsupported_is_the_symmetric_difference(g: Grounding, part
     assert set(by_kind(c, "MISSING")) == on_image - in_draft
     assert set(by_kind(c, "UNSUPPORTED")) == in_draft - on_image
     assert len(by_kind(c, "MISSING")) + len(by_kind(c, "UNSUPPORTED")) == len(on_image ^ in_draft)
+
+
+# --- laterality ------------------------------------------------------------------------------------------
+# Boxes on a 1/32 grid, so that mirroring (x -> 1 - x) is exact and no box sits on a threshold.
+
+SIDED_LABELS = tuple(lb for lb in FINDING_LABELS if lb not in SIDELESS_LABELS)
+grid = st.integers(min_value=0, max_value=32).map(lambda k: k / 32)
+Sided = tuple[Label, MentionStatus, Laterality | None]
+
+
+def make_sided_reading(parts: list[Sided]) -> DraftReading:
+    """ "[Possible|No] [side] term." per part, the side on the mention as the reader would put it."""
+    draft = ""
+    mentions = []
+    for label, status, side in parts:
+        head = PREFIX[status] + (f"{side} " if side else "")
+        start = len(draft) + len(head)
+        term = TERMS[label]
+        draft += f"{head}{term}. "
+        mentions.append(
+            DraftMention(
+                label=label, status=status, span=term, start=start, end=start + len(term), laterality=side
+            )
+        )
+    return DraftReading(draft=draft, mentions=mentions, outcome=ParseOutcome.CLEAN, model=MODEL)
+
+
+@st.composite
+def grid_boxes(draw: st.DrawFn, side: PatientSide | None = None) -> Box:
+    """Anywhere; or, for a side, wholly inside that half's outer 0.4 of the width (clearly on it)."""
+    xs = sorted(draw(st.lists(grid, min_size=2, max_size=2, unique=True)))
+    ys = sorted(draw(st.lists(grid, min_size=2, max_size=2, unique=True)))
+    if side is not None:
+        xs = [x * 0.4 * 32 // 1 / 32 for x in xs]  # onto [0, 0.4], still on the grid
+        if xs[0] == xs[1]:
+            xs[1] += 1 / 32
+    box = Box(x0=xs[0], y0=ys[0], x1=xs[1], y1=ys[1])
+    return mirrored(box) if side == "left" else box  # built on the image's left = the patient's right
+
+
+@st.composite
+def sided_groundings(draw: st.DrawFn) -> Grounding:
+    labels = draw(st.sets(st.sampled_from(FINDING_LABELS), min_size=1))
+    findings = [
+        ImageFinding(label=lb, box=draw(grid_boxes()))
+        for lb in labels
+        for _ in range(draw(st.integers(1, 3)))
+    ]
+    return Grounding(findings=draw(st.permutations(findings)), outcome=ParseOutcome.CLEAN, model=MODEL)
+
+
+def faithful_side(g: Grounding, label: Label, draw: st.DrawFn) -> Laterality | None:
+    """The side as on the image: the clear sides of its boxes; any side at all where none is clear."""
+    clear = {patient_side(f.box) for f in g.findings if f.label is label and f.box is not None} - {None}
+    if clear == {"left", "right"}:
+        return "bilateral"
+    if clear:
+        return draw(st.sampled_from([*clear, None]))
+    return draw(st.sampled_from(["left", "right", "bilateral", None]))
+
+
+@st.composite
+def faithful_sided_parts(draw: st.DrawFn, g: Grounding) -> list[Sided]:
+    """Every image label asserted on its own side (or no side); now and then the other side denied."""
+    parts: list[Sided] = []
+    for lb in sorted(g.present_labels(), key=LABEL_RANK.__getitem__):
+        side = None if lb in SIDELESS_LABELS else faithful_side(g, lb, draw)
+        parts.append((lb, draw(st.sampled_from(("present", "uncertain"))), side))
+        if side in ("left", "right") and draw(st.booleans()):  # "no left effusion; small right effusion"
+            parts.append((lb, "absent", OPPOSITE[side]))
+    return draw(st.permutations(parts))
+
+
+frontal = st.none() | st.builds(StudyContext, view=st.sampled_from(["PA", "AP"]))
+
+
+@SETTINGS
+@given(data=st.data(), policy=policies, context=contexts)
+def test_a_faithful_draft_never_gets_laterality(
+    data: st.DataObject, policy: Policy, context: StudyContext | None
+) -> None:
+    g = data.draw(sided_groundings())
+    c = judge(g, make_sided_reading(data.draw(faithful_sided_parts(g))), policy, context)
+    assert by_kind(c, "LATERALITY") == []
+
+
+@SETTINGS
+@given(
+    data=st.data(),
+    context=frontal,
+    label=st.sampled_from(SIDED_LABELS),
+    side=st.sampled_from(["left", "right"]),
+)
+def test_swapping_the_side_of_a_one_sided_finding_always_flags(
+    data: st.DataObject, context: StudyContext | None, label: Label, side: PatientSide
+) -> None:
+    g = data.draw(sided_groundings())
+    one_sided = [
+        ImageFinding(label=label, box=data.draw(grid_boxes(side)))
+        for _ in range(data.draw(st.integers(1, 3)))
+    ]
+    g = g.model_copy(update={"findings": [f for f in g.findings if f.label is not label] + one_sided})
+    parts = [p for p in data.draw(faithful_sided_parts(g)) if p[0] is not label]
+    status: MentionStatus = data.draw(st.sampled_from(("present", "uncertain")))
+    parts.insert(data.draw(st.integers(0, len(parts))), (label, status, OPPOSITE[side]))
+    c = judge(g, make_sided_reading(parts), None, context)
+    assert [(f.label, f.rule_id) for f in c.flags if f.kind == "LATERALITY"] == [
+        (label, "LATERALITY.opposite_side")
+    ]
+
+
+def _swap(side: Laterality | None) -> Laterality | None:
+    return OPPOSITE[side] if side == "left" or side == "right" else side
+
+
+@SETTINGS
+@given(data=st.data(), policy=policies, context=contexts)
+def test_mirroring_the_image_and_swapping_every_side_gives_the_same_flags(
+    data: st.DataObject, policy: Policy, context: StudyContext | None
+) -> None:
+    g = data.draw(sided_groundings())
+    labels = tuple(FINDING_LABELS)
+    sides: list[Laterality | None] = ["left", "right", "bilateral", None]
+    parts: list[Sided] = data.draw(
+        st.lists(
+            st.tuples(st.sampled_from(labels), st.sampled_from(STATUSES), st.sampled_from(sides)), max_size=8
+        )
+    )
+    parts = [(lb, s, None if lb in SIDELESS_LABELS else side) for lb, s, side in parts]
+    mirror = g.model_copy(
+        update={"findings": [f.model_copy(update={"box": f.box and mirrored(f.box)}) for f in g.findings]}
+    )
+    swapped = [(lb, s, _swap(side)) for lb, s, side in parts]
+    a = judge(g, make_sided_reading(parts), policy, context)
+    b = judge(mirror, make_sided_reading(swapped), policy, context)
+    key = [(f.kind, f.label, f.rule_id, f.draft_status) for f in a.flags]
+    assert key == [(f.kind, f.label, f.rule_id, f.draft_status) for f in b.flags]
+    assert [n.code for n in a.notes] == [n.code for n in b.notes]

@@ -90,7 +90,7 @@ def test_oracle_audit_scores_every_item(cx_json: Path, tmp_path: Path) -> None:
     n = len(RECORDS)
     assert metrics["integrity"] == {"total": n, "clean": n, "recovered": 0, "failed": 0}
     assert metrics["dataset_items"] == metrics["items_scored"] == n
-    for kind in ("MISSING", "UNSUPPORTED", "URGENT"):
+    for kind in ("MISSING", "UNSUPPORTED", "URGENT", "LATERALITY"):
         flag = metrics["flags"][kind]
         assert {"precision", "recall", "n"} <= set(flag)
     assert metrics["flags"]["URGENT"]["n"] == 4 * 4  # pneumothorax, nodule, mass, diffuse nodule images

@@ -4,6 +4,7 @@ tuned away."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import Counter
 from pathlib import Path
@@ -22,9 +23,11 @@ from auditor.eval.synthetic import (
     build_draft,
     item_rng,
     make_draft,
+    side_targets,
     specs_from_gold,
 )
 from auditor.labels import FINDING_LABELS, Label
+from auditor.laterality import OPPOSITE
 from auditor.schema import Box, Grounding, ImageFinding, ModelInfo, ParseOutcome
 
 CHESTX_TEST = (
@@ -52,11 +55,13 @@ def flags_for(item: EvalItem, text: str) -> set[tuple[str, Label, str]]:
 
 def allowed_edits(item: EvalItem) -> list[EditKind]:
     present = item.present_labels()
+    swappable = side_targets(specs_from_gold(item.findings))
     return [
         e
         for e in EDIT_KINDS
         if (e not in ("drop", "deny", "hedge") or present)
         and (e != "add" or len(present) < len(FINDING_LABELS))
+        and (e != "side" or swappable)
     ]
 
 
@@ -114,6 +119,36 @@ def test_side_and_zone_come_from_the_boxes() -> None:
     ]
     both = specs_from_gold([LEFT_EFFUSION, GoldFinding(Label.PLEURAL_EFFUSION, RIGHT_PTX.box, "Effusion")])
     assert both[0].side == "bilateral"
+    # the side edit may only swap a side every box clearly has
+    assert [s.side_clear for s in specs] == [True, True] and not both[0].side_clear
+    hugging = GoldFinding(Label.PLEURAL_EFFUSION, Box(x0=0.5, y0=0.6, x1=0.62, y1=0.9), "Effusion")
+    assert specs_from_gold([hugging])[0].side == "left" and not specs_from_gold([hugging])[0].side_clear
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_side_edit_names_the_other_side_and_expects_laterality(seed: int) -> None:
+    draft = make_draft_forced(SICK, "side", seed)
+    assert draft.target in {Label.PLEURAL_EFFUSION, Label.PNEUMOTHORAX}
+    assert ("LATERALITY", draft.target) in {(e.kind, e.label) for e in draft.expected}
+    true_side = "left" if draft.target is Label.PLEURAL_EFFUSION else "right"
+    said = {m.laterality for m in read_draft(draft.text).mentions if m.label is draft.target}
+    assert said == {OPPOSITE[true_side]}, draft.text
+
+
+def test_the_side_edit_leaves_every_other_draft_as_it_was() -> None:
+    """Only a "none" draft may become a "side" draft, from a stream of its own: every other draft is
+    the one the same seed gave before the side edit existed (when no finding could be swapped)."""
+    unswappable = [dataclasses.replace(s, side_clear=False) for s in specs_from_gold(SICK.findings)]
+    edits: Counter[str] = Counter()
+    for seed in range(80):
+        draft = make_draft(SICK, seed)
+        before = build_draft(SICK.id, unswappable, SICK.other, SICK.normal, seed)
+        edits[draft.edit] += 1
+        if draft.edit == "side":
+            assert before.edit == "none"
+        else:
+            assert draft == before
+    assert edits["side"] > 0 and edits["none"] > 0
 
 
 @pytest.mark.skipif(not CHESTX_TEST.is_file(), reason=f"shared ChestX-Det not found at {CHESTX_TEST}")
@@ -148,6 +183,15 @@ def test_every_label_has_several_wordings() -> None:
 KNOWN_READER_GAPS = [
     ("Trace left pleural effusion or pleural thickening.", Label.PLEURAL_EFFUSION, "uncertain"),
 ]
+# Side words that imply a side: the lingula is only in the left lung; lobe abbreviations name theirs
+# (the evaluation's only LATERALITY misses before the reader knew them).
+IMPLIED_SIDES = [
+    ("Consolidation in the lingula.", Label.LUNG_OPACITY_CONSOLIDATION, "left"),
+    ("Lingula nodule measuring 6 mm.", Label.NODULE_MASS, "left"),
+    ("Lingular opacity.", Label.LUNG_OPACITY_CONSOLIDATION, "left"),
+    ("RUL nodule.", Label.NODULE_MASS, "right"),
+    ("LLL consolidation.", Label.LUNG_OPACITY_CONSOLIDATION, "left"),
+]
 # Gaps this work found and the reader now handles (structured "label: none" lines; "upper normal").
 FIXED_READER_GAPS = [
     ("Pneumothorax: none.", Label.PNEUMOTHORAX, "absent"),
@@ -167,3 +211,8 @@ def test_fixed_reader_gaps(text: str, label: Label, status: str) -> None:
 def test_known_reader_gaps(text: str, label: Label, status: str) -> None:
     statuses = {m.status for m in read_draft(text).mentions if m.label is label}
     assert statuses == {status}
+
+
+@pytest.mark.parametrize(("text", "label", "side"), IMPLIED_SIDES)
+def test_side_words_that_imply_a_side(text: str, label: Label, side: str) -> None:
+    assert {m.laterality for m in read_draft(text).mentions if m.label is label} == {side}

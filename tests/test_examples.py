@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import URGENT_PNG, sha256_of
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -81,7 +83,12 @@ def test_edit_before_compare_drops_the_rejected_finding(replay_file: Path, nih_i
     before, after = lines[:split], lines[split + 1 :]
     assert before[:2] == ["# flags from the models' outputs, unedited", "mode: full"]
     assert kinds_and_labels(before) == [("URGENT", "pneumothorax"), ("MISSING", "pneumothorax")]
-    assert after == ["mode: full", "no flags", "notes: image_converted, finding_rejected_by_reader"]
+    # the judge's own note says the grounding it judged was edited (item: edits leave a trace)
+    assert after == [
+        "mode: full",
+        "no flags",
+        "notes: image_converted, finding_rejected_by_reader, grounding_edited",
+    ]
 
 
 def garbage_replay(tmp_path: Path, image: Path) -> Path:
@@ -171,3 +178,24 @@ def test_a_tool_error_ends_the_script_with_its_message(replay_file: Path, tmp_pa
     )
     assert proc.returncode == 1 and proc.stdout == ""
     assert "ground_image failed" in proc.stderr and "not_found" in proc.stderr
+
+
+def test_the_server_gets_the_hugging_face_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Without HF_HOME / HF_HUB_CACHE / HF_TOKEN the server would miss the weights fetched beforehand."""
+    import argparse
+
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    import _mcp
+
+    for name, value in {
+        "HF_HOME": str(tmp_path),
+        "HF_TOKEN": "hf_x",
+        "HF_HUB_OFFLINE": "1",
+        "CXR_AUDITOR_DEVICE": "cpu",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("UNRELATED_SECRET", "no")
+    args = argparse.Namespace(server=None, **{f.replace("-", "_"): None for f in _mcp.BACKEND_FLAGS})
+    env = _mcp.server_params(args).env or {}
+    assert {"HF_HOME", "HF_TOKEN", "HF_HUB_OFFLINE", "CXR_AUDITOR_DEVICE"} <= set(env)
+    assert "UNRELATED_SECRET" not in env

@@ -32,7 +32,14 @@ from mcp import Client  # noqa: E402
 from mcp.types import TextContent  # noqa: E402
 
 from auditor.backends import BackendError  # noqa: E402
-from auditor.backends.hf import THINK_CLOSE, HFGrounder, HFReader, make_grounder, make_reader  # noqa: E402
+from auditor.backends.hf import (  # noqa: E402
+    THINK_CLOSE,
+    HFGrounder,
+    HFReader,
+    cpu_has_bf16,
+    make_grounder,
+    make_reader,
+)
 from auditor.config import Settings  # noqa: E402
 from auditor.images import LoadedImage, load_image  # noqa: E402
 from auditor.labels import Label  # noqa: E402
@@ -220,7 +227,8 @@ def test_grounder_loads_local_folder_and_grounds(tiny: Tiny, xray: LoadedImage) 
     # image notes come first, then recovery's, then the device's
     assert codes(result)[: len(xray.notes)] == [n.code for n in xray.notes]
     state = g.state()
-    assert state.loaded and state.backend == "hf" and state.detail["dtype"] == "float32"
+    cpu_dtype = "bfloat16" if cpu_has_bf16() else "float32"  # auto: bf16 where the CPU computes it
+    assert state.loaded and state.backend == "hf" and state.detail["dtype"] == cpu_dtype
 
 
 @NO_CUDA
@@ -268,6 +276,7 @@ def _spy_generate(backend: Any, monkeypatch: pytest.MonkeyPatch) -> list[dict[st
                 "max_new_tokens": kwargs["max_new_tokens"],
                 "added": out.shape[1] - kwargs["input_ids"].shape[1],
                 "stop_strings": kwargs.get("stop_strings"),
+                "eos_token_id": kwargs.get("eos_token_id"),
             }
         )
         return out
@@ -302,7 +311,10 @@ def test_reader_reasoning_respects_its_budget(tiny: Tiny, monkeypatch: pytest.Mo
     reading = r.read(DRAFT)
     assert reading.outcome in OUTCOMES and isinstance(reading.raw_output, str)
     assert r._processor.decode(calls[0]["prompt"][0]).endswith("<think>\n")  # thinking opened by the template
-    assert calls[0]["max_new_tokens"] == budget and calls[0]["stop_strings"] == [THINK_CLOSE]
+    # "</think>" is one token here, as in the real tokenizer: phase 1 stops on its id, not on a string
+    close_id = r._processor.convert_tokens_to_ids(THINK_CLOSE)
+    assert calls[0]["max_new_tokens"] == budget and calls[0]["stop_strings"] is None
+    assert close_id in calls[0]["eos_token_id"]
     close_len = len(r._processor.encode(THINK_CLOSE + "\n", add_special_tokens=False))
     total = sum(c["added"] for c in calls) + (close_len if len(calls) == 2 else 0)
     assert total <= budget + answer + close_len
@@ -416,7 +428,8 @@ def test_reader_reasoning_then_answer(reader: HFReader, monkeypatch: pytest.Monk
     fake = _script_reader(reader, monkeypatch, "The draft affirms an enlarged heart.</think>", "\n" + CARDIO)
     reading = reader.read(DRAFT)
     assert len(fake.calls) == 2
-    assert fake.calls[0]["max_new_tokens"] == 40 and fake.calls[0]["stop_strings"] == [THINK_CLOSE]
+    close_id = reader._processor.convert_tokens_to_ids(THINK_CLOSE)
+    assert fake.calls[0]["max_new_tokens"] == 40 and close_id in fake.calls[0]["eos_token_id"]
     assert fake.calls[1]["max_new_tokens"] == 200
     # the trace and its close tag are kept for recovery; the end-of-turn token is hidden
     assert reading.raw_output == "The draft affirms an enlarged heart.</think>\n" + CARDIO
@@ -687,6 +700,160 @@ def test_factory_entry_points(tiny: Tiny) -> None:
     s = tiny.settings()
     assert isinstance(make_grounder(s), HFGrounder) and isinstance(make_reader(s), HFReader)
     from auditor.backends import factory
+    from auditor.backends.batching import CoalescingGrounder
 
-    assert isinstance(factory.make_grounder(s), HFGrounder)
+    batched = factory.make_grounder(s)  # concurrent calls are gathered into batches (default 4)
+    assert isinstance(batched, CoalescingGrounder) and isinstance(batched.inner, HFGrounder)
+    assert isinstance(factory.make_grounder(dataclasses.replace(s, grounding_batch_size=1)), HFGrounder)
     assert isinstance(factory.make_reader(s, "hf"), HFReader)
+
+
+# --- the fast path's pieces on the real architectures ------------------------------------------------
+
+
+def test_auto_dtype_is_bf16_only_where_the_cpu_computes_it() -> None:
+    from auditor.backends.hf import resolve_dtype
+
+    assert cpu_has_bf16("flags\t\t: fpu sse avx512f avx512_bf16 amx_tile\n")
+    assert cpu_has_bf16("flags: fpu amx_bf16\n")
+    assert not cpu_has_bf16("flags\t\t: fpu sse avx2 avx512f\n")
+    assert not cpu_has_bf16("")
+    assert resolve_dtype("auto", "cpu", torch, cpu_bf16=True) is torch.bfloat16
+    assert resolve_dtype("auto", "cpu", torch, cpu_bf16=False) is torch.float32
+    assert resolve_dtype("auto", "cuda", torch, cpu_bf16=False) is torch.bfloat16
+    assert resolve_dtype("float32", "cpu", torch, cpu_bf16=True) is torch.float32
+
+
+@pytest.mark.parametrize(
+    ("pieces", "stops_at"),
+    [
+        (['[{"label', '": "no_finding"}', "]", " trailing"], 2),
+        (["  ", "[", '{"label": "a ] }"', "}", "]"], 4),  # brackets inside strings do not count
+        (['{"findings": [', "]", "}", "x"], 2),
+        (["Here is", " [", "]"], None),  # prose first: never stopped early, recovery reads it whole
+        (['[{"label": "a\\"]"}', "]"], 1),  # an escaped quote stays inside the string
+    ],
+)
+def test_grounding_stops_once_its_json_answer_closes(pieces: list[str], stops_at: int | None) -> None:
+    from auditor.backends.hf_generation import JsonAnswerClosed
+
+    criterion = JsonAnswerClosed(lambda i: pieces[i], prompt_len=1)
+    fired = None
+    for step in range(len(pieces)):
+        ids = torch.tensor([[0, *range(step + 1)]])
+        if bool(criterion(ids, None)[0]):
+            fired = step
+            break
+    assert fired == stops_at
+
+
+def test_real_generation_records_prefill_decode_and_tokens(grounder: HFGrounder, xray: LoadedImage) -> None:
+    result = grounder.ground(xray)
+    assert {"preprocess", "generate", "prefill", "decode"} <= set(result.timings_ms)
+    assert result.tokens["prompt"] > 16 and 1 <= result.tokens["generated"] <= 24
+
+
+def test_reader_records_each_phase(reader: HFReader) -> None:
+    reading = reader.read(DRAFT)
+    assert {"reasoning_prefill", "reasoning_decode"} <= set(reading.timings_ms)
+    assert reading.tokens["prompt"] > 0 and 1 <= reading.tokens["reasoning"] <= 12
+
+
+def test_grounding_stop_can_be_switched_off(
+    tiny: Tiny, xray: LoadedImage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from auditor.backends.hf_generation import JsonAnswerClosed
+
+    for enabled in (True, False):
+        g = HFGrounder(tiny.settings(grounding_stop_at_end=enabled))
+        g.load()
+        calls = _spy_generate_kwargs(g, monkeypatch)
+        g.ground(xray)
+        kinds = [type(c) for c in calls[0]["stopping_criteria"]]
+        assert (JsonAnswerClosed in kinds) is enabled
+
+
+def test_static_cache_generates_on_the_real_architecture(tiny: Tiny, xray: LoadedImage) -> None:
+    g = HFGrounder(tiny.settings(static_cache=True))
+    result = g.ground(xray)
+    assert result.outcome in OUTCOMES and result.tokens["generated"] >= 1
+
+
+def test_eager_attention_is_a_setting(tiny: Tiny, xray: LoadedImage) -> None:
+    g = HFGrounder(tiny.settings(attention="eager"))
+    g.load()
+    assert g._model.config._attn_implementation == "eager"
+    r = HFReader(tiny.settings(attention="auto"))
+    assert r.read(DRAFT).outcome in OUTCOMES
+
+
+def _spy_generate_kwargs(backend: Any, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    real = backend._model.generate
+    calls: list[dict[str, Any]] = []
+
+    def spy(**kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(backend._model, "generate", spy)
+    return calls
+
+
+def test_random_checkpoints_report_their_parameters(tiny: Tiny) -> None:
+    from auditor.testing.checkpoints import parameter_count
+
+    loaded = HFReader(tiny.settings())
+    loaded.load()
+    assert parameter_count(tiny.nemotron) == sum(p.numel() for p in loaded._model.parameters())
+
+
+def test_real_size_configs_have_the_published_parameter_counts() -> None:
+    """The benchmark's checkpoints are the real shapes: built on the meta device (no memory)."""
+    from transformers import Gemma3ForConditionalGeneration, NemotronHForCausalLM
+
+    from auditor.testing.checkpoints import (
+        gemma3_config,
+        gemma_tokenizer,
+        nemotron_config,
+        nemotron_tokenizer,
+    )
+
+    with torch.device("meta"):
+        gemma = Gemma3ForConditionalGeneration(gemma3_config("real", gemma_tokenizer("real")))
+        nemotron = NemotronHForCausalLM(nemotron_config("real", nemotron_tokenizer("real")))
+    assert round(sum(p.numel() for p in gemma.parameters()) / 1e9, 2) == 4.30
+    assert round(sum(p.numel() for p in nemotron.parameters()) / 1e9, 2) == 3.97
+
+
+def test_a_checkpoint_that_cannot_fit_is_refused_before_loading(
+    tiny: Tiny, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from auditor.backends import memory
+
+    monkeypatch.setattr(memory, "cpu_available_bytes", lambda meminfo=None: 1024)
+    g = HFGrounder(tiny.settings())
+    with pytest.raises(BackendError) as caught:
+        g.load()
+    assert caught.value.code == "out_of_memory" and not g.loaded
+    message = str(caught.value)
+    assert str(tiny.gemma) in message and "needs about" in message and "CXR_AUDITOR_GROUNDER=http" in message
+
+
+def test_memory_arithmetic_from_safetensors_headers(tiny: Tiny) -> None:
+    from auditor.backends import memory
+    from auditor.testing.checkpoints import parameter_count
+
+    elements = memory.checkpoint_elements(tiny.nemotron)
+    assert elements is not None and sum(elements.values()) == parameter_count(tiny.nemotron)
+    assert memory.bytes_needed({"F32": 10, "I64": 2}, 2) == 10 * 2 + 2 * 8
+    assert memory.checkpoint_elements(tiny.nemotron / "missing") is None
+    assert memory.cpu_available_bytes("MemTotal: 10 kB\nMemAvailable:  2048 kB\n") == 2048 * 1024
+    assert memory.shortfall(100, 100) and not memory.shortfall(100, 200) and not memory.shortfall(100, None)
+
+
+def test_generated_lengths_count_to_the_end_token_or_the_early_stop() -> None:
+    from auditor.backends.hf import _generated_lengths
+
+    generated = torch.tensor([[5, 6, 1, 0, 0], [5, 6, 7, 8, 9], [5, 6, 7, 0, 0]])
+    assert _generated_lengths(generated, frozenset({1}), [None, None, 3]) == [3, 5, 3]
+    assert _generated_lengths(generated, frozenset(), ()) == [5, 5, 5]

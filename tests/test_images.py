@@ -509,12 +509,37 @@ def test_private_addresses_refused_by_default(url: str, no_connect: list[object]
     assert no_connect == []
 
 
-@pytest.mark.parametrize(
-    "source", ["file:///etc/passwd", "file:/etc/passwd", "ftp://example.org/x.png", "gopher://example.org/"]
-)
+@pytest.mark.parametrize("source", ["ftp://example.org/x.png", "gopher://example.org/"])
 def test_other_schemes_refused_without_connecting(source: str, no_connect: list[object]) -> None:
     _raises("url_refused", load_image, source, LOOSE)
     assert no_connect == []
+
+
+def test_file_uris_are_local_paths_with_the_same_guards(tmp_path: Path, no_connect: list[object]) -> None:
+    folder = tmp_path / "with space"
+    folder.mkdir()
+    image = folder / "x.png"
+    image.write_bytes(_png(Image.new("L", (8, 8), 50)))
+    for uri in (image.as_uri(), f"file://localhost{image.as_uri()[7:]}", f"file:{image}"):
+        assert load_image(uri).info.width == 8, uri
+    assert "no such file: /etc/nope.png" in str(_raises("not_found", load_image, "file:///etc/nope.png"))
+    _raises("not_an_image", load_image, "file:///etc/passwd")
+    _raises("path_refused", load_image, image.as_uri(), ImageLimits(roots=(tmp_path / "other",)))
+    _raises("url_refused", load_image, "file://fileserver/share/x.png")
+    assert no_connect == []
+
+
+def test_a_missing_relative_path_says_relative_to_what(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    err = _raises("not_found", load_image, "images/x.png")
+    assert str(tmp_path) in str(err) and "absolute path" in str(err)
+
+
+def test_the_private_url_refusal_names_the_flag_and_the_variable(no_connect: list[object]) -> None:
+    message = str(_raises("url_refused", load_image, "http://192.168.1.1/x.png"))
+    assert "--allow-private-urls" in message and "CXR_AUDITOR_ALLOW_PRIVATE_URLS" in message
 
 
 def test_dns_rebinding_is_caught_at_connect_time(server: str, monkeypatch: pytest.MonkeyPatch) -> None:

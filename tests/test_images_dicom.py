@@ -138,6 +138,26 @@ def raises(code: str, fn: Any, *args: Any) -> ImageError:
 # ---------------------------------------------------------------------------------- pixel pipeline
 
 
+@pytest.mark.parametrize(
+    ("position", "view"),
+    [
+        ("PA", "PA"),
+        ("AP", "AP"),
+        ("LL", "lateral"),
+        ("RL", "lateral"),
+        ("LATERAL", "lateral"),
+        ("LLD", None),
+        ("", None),
+    ],
+)
+def test_view_position_reaches_the_image_info(
+    tmp_path: Path, source: np.ndarray, position: str, view: str | None
+) -> None:
+    """Only the mapped view travels (the judge reads sides only on frontal films); never the raw value."""
+    loaded = load_image(make_dicom(tmp_path, source, bits_stored=8, ViewPosition=position))
+    assert loaded.info.view == view
+
+
 def test_monochrome2_12bit_with_window(tmp_path: Path, source: np.ndarray) -> None:
     stored = source.astype(np.uint16) * 16  # 0..4080 in 12 bits
     path = make_dicom(tmp_path, stored, bits_stored=12, WindowCenter=2048, WindowWidth=4096)

@@ -17,6 +17,7 @@ import pytest
 
 from auditor.draft_rules import read_draft
 from tests.conftest import URGENT_PNG
+from tests.test_mcp_server import TOOLS
 
 INSPECTOR_DIR = os.environ.get("MCP_INSPECTOR_DIR", "")
 CLI = str(Path(sys.executable).parent / "cxr-auditor")
@@ -48,7 +49,7 @@ def inspector(replay: Path, *args: str) -> dict[str, object]:
 def test_inspector_lists_the_tools(replay_file: Path) -> None:
     listed = inspector(replay_file, "--method", "tools/list")
     tools = {t["name"]: t for t in listed["tools"]}  # type: ignore[union-attr, index]
-    assert set(tools) == {"ground_image", "parse_draft", "compare", "audit", "render_findings"}
+    assert set(tools) == TOOLS
     assert "outputSchema" in tools["compare"]
 
 

@@ -21,7 +21,7 @@ from auditor.tool_io import TOOL_MODELS
 from mcp_server.app import build_server
 from tests.conftest import GARBLED_PNG, NORMAL_PNG, UNRECORDED_PNG, URGENT_PNG
 
-TOOLS = {"ground_image", "parse_draft", "compare", "audit", "render_findings"}
+TOOLS = {"ground_image", "parse_draft", "compare", "audit", "render_findings", "find_study_images"}
 
 
 @pytest.fixture()
@@ -191,13 +191,20 @@ def test_resources_and_prompt(server: Any) -> None:
         assert "compare.input.json" in schemas
         policy = json.loads((await client.read_resource("cxr://policy")).contents[0].text)  # type: ignore[union-attr]
         assert policy["policy"]["uncertain_satisfies_image"] is True
+        assert policy["policy"]["check_laterality"] is True
+        assert {
+            "image": "present, every box clearly on the other side",
+            "draft": "asserted on one side",
+            "flag": "LATERALITY (opposite_side)",
+        } in policy["table"]  # rows keyed by the column names (policy["columns"])
 
         prompts = {p.name for p in (await client.list_prompts()).prompts}
         assert "audit_draft" in prompts
         got = await client.get_prompt("audit_draft", {"image": "/x/cxr.png", "draft": "No effusion."})
         body_text = got.messages[0].content.text  # type: ignore[union-attr]
-        for step in ("ground_image", "parse_draft", "compare", "render_findings", "URGENT"):
+        for step in ("ground_image", "parse_draft", "compare", "render_findings", "URGENT", "LATERALITY"):
             assert step in body_text
+        assert "image's left half is the patient's right" in body_text
         assert "diagnos" in body_text  # "You do not diagnose"
 
     run(server, body)

@@ -20,6 +20,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from auditor.schema import Comparison, DraftReading
 from tests.conftest import URGENT_PNG
+from tests.test_mcp_server import TOOLS
 
 CLI = str(Path(sys.executable).parent / "cxr-auditor")
 
@@ -32,7 +33,7 @@ def free_port() -> int:
 
 async def exercise(client: Client, image: str) -> None:
     names = {t.name for t in (await client.list_tools()).tools}
-    assert {"ground_image", "parse_draft", "compare", "audit", "render_findings"} == names
+    assert names == TOOLS
     r = await client.call_tool("parse_draft", {"draft": "Cardiomegaly is present. No pneumothorax."})
     reading = DraftReading.model_validate(r.structured_content)
     g = await client.call_tool("ground_image", {"image": image})
@@ -142,8 +143,8 @@ def test_http_refuses_missing_or_wrong_token_and_foreign_hosts(http_server: tupl
         (["serve", "--http", "--host", "0.0.0.0"], "refusing to bind 0.0.0.0"),
         (["serve", "--grounder", "replay"], "needs a replay file"),
         (["serve", "--grounder", "replay", "--replay", "/no/such.jsonl"], "replay file not found"),
-        (["serve", "--grounder", "magic"], "grounder must be one of"),
-        (["serve", "--device", "tpu"], "device must be one of"),
+        (["serve", "--grounder", "magic"], "argument --grounder: invalid choice: 'magic'"),
+        (["serve", "--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
         (["serve", "--config", "/no/such.toml"], "config file not found"),
     ],
 )

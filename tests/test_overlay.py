@@ -102,6 +102,25 @@ def test_box_colours_follow_the_most_severe_flag() -> None:
     assert colour_at(img, 256, 100) == "other(128, 128, 128)"  # away from every box: untouched
 
 
+def test_a_wrong_side_is_drawn_in_its_own_colour_with_a_legend_entry() -> None:
+    """The issue's case: an effusion boxed on the image's right (the patient's left), the draft says
+    right. It used to be drawn green, "agreed"."""
+    g = grounding(
+        ImageFinding(label=L.PLEURAL_EFFUSION, box=BOX_AGREED),
+        ImageFinding(label=L.CARDIOMEGALY, box=BOX_MISSING),
+    )
+    c = compare(g, read_draft("Small right pleural effusion. Cardiomegaly."))
+    assert [f.kind for f in c.flags] == ["LATERALITY"]
+    img = render_png(flat(), g, c)
+    x, y = round(BOX_AGREED.x0 * 512), round((BOX_AGREED.y0 + BOX_AGREED.y1) / 2 * 512)
+    assert img.getpixel((x, y)) == COLOURS["LATERALITY"]
+    assert len(set(COLOURS.values())) == len(COLOURS), "every style has its own colour"
+    legend = legend_text(g, c)
+    assert "LATERALITY: side in draft vs boxes" in legend
+    line = "LATERALITY: pleural effusion - draft says right, boxes on the other side"
+    assert f"{line} (image left = patient right)" in legend
+
+
 def test_rgb_input_gives_the_same_picture_as_grey() -> None:
     g, c = three_way()
     assert render_findings(flat(), g, c) == render_findings(flat(mode="RGB"), g, c)
@@ -174,6 +193,15 @@ def test_legend_lists_flags_unboxed_findings_and_the_disclaimer() -> None:
     assert "UNSUPPORTED: draft says cardiomegaly - not marked on image" in lines
     assert lines[-1] == DISCLAIMER == "Research only - not a diagnosis. Look again; the reader decides."
     assert lines[0].startswith("URGENT:")  # the colour key comes first, for the kinds present
+
+
+def test_the_legend_can_keep_only_the_colour_key() -> None:
+    """The worklist report lists the flags beside the picture: the picture keeps only its colour key."""
+    g, c = three_way()
+    full = decode(render_findings(flat(), g, c, image_format="PNG"))
+    key_only = decode(render_findings(flat(), g, c, image_format="PNG", flag_lines=False))
+    assert key_only.width == full.width and 512 < key_only.height < full.height
+    assert key_only.crop((0, 0, 512, 512)).tobytes() == full.crop((0, 0, 512, 512)).tobytes()
 
 
 def test_agreement_and_normal_studies_are_said_not_implied() -> None:

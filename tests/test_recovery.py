@@ -534,3 +534,53 @@ def test_tally_adds_up() -> None:
     ]
     assert tally(outcomes) == Integrity(total=4, clean=2, recovered=1, failed=1)
     assert tally([]) == Integrity(total=0, clean=0, recovered=0, failed=0)
+
+
+# --- Python literals instead of JSON (habits of code-trained models) ---------------------------------
+
+PY_HABITS = [
+    ("single quotes", "[{'label': 'nodule_mass', 'box_2d': [0.1, 0.2, 0.3, 0.4]}]"),
+    ("trailing commas", '[{"label": "nodule_mass", "box_2d": [0.1, 0.2, 0.3, 0.4],},]'),
+    ("None for a missing box", "[{'label': 'nodule_mass', 'box_2d': [0.1, 0.2, 0.3, 0.4], 'note': None}]"),
+    ("True/False values", "[{'label': 'nodule_mass', 'box_2d': [0.1, 0.2, 0.3, 0.4], 'certain': True}]"),
+    ("JSON keywords mixed in", "[{'label': 'nodule_mass', 'box_2d': [0.1, 0.2, 0.3, 0.4], 'x': null}]"),
+    ("a tuple for the box", "[{'label': 'nodule_mass', 'box_2d': (0.1, 0.2, 0.3, 0.4)}]"),
+    ("in a python fence", "```python\n[{'label': 'nodule_mass', 'box_2d': [0.1, 0.2, 0.3, 0.4]}]\n```"),
+    (
+        "inside prose",
+        "The findings are [{'label': 'nodule_mass', 'box_2d': [0.1, 0.2, 0.3, 0.4]}] as listed.",
+    ),
+]
+
+
+@pytest.mark.parametrize(("habit", "raw"), PY_HABITS, ids=[h for h, _ in PY_HABITS])
+def test_python_literal_habits_are_recovered_with_a_note(habit: str, raw: str) -> None:
+    result = recover_findings(raw)
+    assert result.outcome is ParseOutcome.RECOVERED, habit
+    assert [f.label for f in result.findings] == [Label.NODULE_MASS]
+    assert result.findings[0].box is not None
+    assert "output_python_literal" in [n.code for n in result.notes]
+
+
+def test_python_literal_mentions_keep_verbatim_spans() -> None:
+    draft = "Mild cardiomegaly. No pneumothorax."
+    raw = "[{'label': 'cardiomegaly', 'status': 'present', 'span': 'Mild cardiomegaly'},]"
+    result = recover_mentions(raw, draft)
+    assert result.outcome is ParseOutcome.RECOVERED
+    assert [(m.label, m.span, m.start) for m in result.mentions] == [
+        (Label.CARDIOMEGALY, "Mild cardiomegaly", 0)
+    ]
+
+
+def test_json_wins_over_a_literal_and_code_never_runs() -> None:
+    clean = recover_findings('[{"label": "cardiomegaly", "box_2d": [0.4, 0.3, 0.8, 0.7]}]')
+    assert clean.outcome is ParseOutcome.CLEAN and not clean.notes
+    hostile = recover_findings("[__import__('os').system('echo pwned')]")
+    assert hostile.outcome is ParseOutcome.FAILED
+    assert "output_unparseable" in [n.code for n in hostile.notes]
+
+
+def test_unclosed_literals_fail_cleanly() -> None:
+    # 20,000 unclosed openers: a scan without its work budget would take many minutes here
+    result = recover_findings("[{'a': " * 20_000)
+    assert result.outcome is ParseOutcome.FAILED

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from auditor.labels import Label
@@ -150,6 +150,21 @@ def test_notes_account_for_every_dropped_finding(items: list[object], how: str) 
         drops = [n.code for n in result.notes if n.code in DROP_CODES]
         on_purpose = bool(drops) and all(code == "label_dropped" for code in drops)
         assert result.outcome is (ParseOutcome.RECOVERED if on_purpose else ParseOutcome.FAILED)
+
+
+@FAST
+@given(st.lists(finding_items(), min_size=1, max_size=8))
+def test_a_python_literal_reads_like_its_json(items: list[object]) -> None:
+    """The same items written with repr() (single quotes, None, True) recover to the same findings
+    as when written as JSON, with the literal's note on top; the drop accounting holds either way."""
+    assume("nan" not in repr(items) and "inf" not in repr(items))  # no literal for them in Python
+    as_json = recover_findings(json.dumps(items))
+    as_python = recover_findings(repr(items))
+    check_findings(as_python)
+    assert len(as_python.findings) + drop_count(as_python) == len(items)
+    assert as_python.findings == as_json.findings
+    if repr(items) != json.dumps(items):
+        assert "output_python_literal" in [n.code for n in as_python.notes]
 
 
 statuses = (

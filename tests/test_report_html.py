@@ -141,7 +141,7 @@ def test_disclaimer_first_and_failures_listed(results: list[StudyResult]) -> Non
     failed = text[text.index('<section id="failed">') :]
     assert "Not audited (1)" in failed and "not_found" in failed and "gone &amp; lost" in failed
     assert "6 studies" in text and "5 audited" in text and "2 with URGENT flags" in text
-    assert "flags: 2 URGENT, 1 MISSING, 1 UNSUPPORTED" in text
+    assert "flags: 2 URGENT, 0 LATERALITY, 1 MISSING, 1 UNSUPPORTED" in text
 
 
 def test_header_shows_the_summary_it_is_given(results: list[StudyResult]) -> None:
@@ -156,7 +156,11 @@ def test_header_shows_the_summary_it_is_given(results: list[StudyResult]) -> Non
     text = render_report(results, summary, generated_at="t")
     totals = text[text.index('<p class="totals">') : text.index("</header>")]
     assert "60 studies" in totals and "50 audited" in totals and "10 not audited" in totals
-    assert "7 with URGENT flags" in totals and "flags: 9 URGENT, 8 MISSING, 3 UNSUPPORTED" in totals
+    # a summary written before LATERALITY existed has no count for it: shown as 0, not a crash
+    assert (
+        "7 with URGENT flags" in totals
+        and "flags: 9 URGENT, 0 LATERALITY, 8 MISSING, 3 UNSUPPORTED" in totals
+    )
 
 
 def test_pictures_inline_as_data_uris(results: list[StudyResult]) -> None:
@@ -234,3 +238,64 @@ def test_empty_and_all_failed() -> None:
     failures = [StudyResult("a", error=StudyFailure("not_found", "gone"))]
     only_failed = render_report(failures, summary_of(failures), generated_at="t")
     assert "Not audited (1)" in only_failed and 'id="studies"' not in only_failed
+
+
+def test_laterality_has_its_filter_badge_count_and_mark() -> None:
+    """The issue's case: an effusion boxed on the patient's left (image right), the draft says right."""
+    left_effusion = ImageFinding(label=Label.PLEURAL_EFFUSION, box=Box(x0=0.6, y0=0.6, x1=0.9, y1=0.9))
+    g = grounding(left_effusion, HEART)
+    report = audit(g, "Small right pleural effusion. Cardiomegaly.")
+    assert row_tags(report) == ["LATERALITY"]
+    study = StudyResult("side", report=report, picture=picture(g, report))
+    text = page([study])
+    assert '<input type="checkbox" value="LATERALITY" checked>' in text
+    assert "flags: 0 URGENT, 1 LATERALITY, 0 MISSING, 0 UNSUPPORTED" in text
+    assert '<span class="badge k-laterality">LATERALITY</span>' in text
+    assert "draft says right, boxes on the other side" in text and "LATERALITY.opposite_side" in text
+    assert report.reading is not None
+    assert '<mark class="k-laterality" data-kinds="LATERALITY"' in highlight_draft(
+        report.reading.draft, report.comparison.flags
+    )
+
+
+# --- the worklist at a glance -----------------------------------------------------------------------
+
+
+def test_ids_are_never_broken_and_age_and_view_show_under_them() -> None:
+    from auditor.schema import StudyContext
+
+    g = grounding(HEART)
+    reading = read_draft("Cardiomegaly.")
+    context = StudyContext(age_years=7, view="AP")
+    report = AuditReport(
+        grounding=g, reading=reading, comparison=compare(g, reading, context=context), context=context
+    )
+    html_text = page([StudyResult("CXR-2024-000123", report=report)])
+    assert "word-break:break-all" not in html_text and "td.id{" in html_text
+    assert re.search(r"td\.id\{[^}]*white-space:nowrap", html_text)
+    assert '<td class="id">CXR-2024-000123<div class="context">age 7, AP view</div></td>' in html_text
+
+
+def test_context_cautions_sit_beside_the_flags_not_in_the_notes() -> None:
+    from auditor.schema import StudyContext
+
+    g = grounding(HEART)
+    context = StudyContext(age_years=7, view="AP")
+    report = AuditReport(
+        grounding=g, reading=None, comparison=compare(g, None, context=context), context=context
+    )
+    html_text = page([StudyResult("child", report=report)])
+    flags_cell = html_text.split('<td class="flags">', 1)[1].split("</td>", 1)[0]
+    notes_cell = html_text.split('<td class="notes">', 1)[1].split("</td>", 1)[0]
+    assert '<ul class="cautions">' in flags_cell and "AP view" in flags_cell and "7 years" in flags_cell
+    assert "pediatric_caution" not in notes_cell and "ap_view_heart_size" not in notes_cell
+
+
+def test_pictures_enlarge_on_click_and_are_drawn_large_enough() -> None:
+    from auditor.batch import PICTURE_SIDE
+    from auditor.report_html import CSP
+
+    html_text = page([StudyResult("a", report=audit(grounding(PTX), ""))])
+    assert 'classList.toggle("big")' in html_text and "td.picture img.big" in html_text
+    assert "script-src" in CSP  # the click handler is inside the hashed inline script
+    assert PICTURE_SIDE >= 640

@@ -248,4 +248,5 @@ def test_comparison_round_trip_keeps_flags_and_policy() -> None:
         (f.kind, f.label, f.rule_id) for f in c.flags
     ]
     assert back.policy == c.policy
-    assert [n.code for n in back.notes] == ["pediatric_caution"]
+    # the draft's "left" effusion met a box, and no view was given: the frontal reading is said
+    assert [n.code for n in back.notes] == ["pediatric_caution", "laterality_view_assumed_frontal"]

@@ -61,7 +61,6 @@ def test_urls_to_internal_addresses_are_refused(replay_file: Path) -> None:
         "http://169.254.169.254/latest/meta-data/",
         "http://[::1]/x.png",
         "http://10.0.0.1/x.png",
-        "file:///etc/passwd",
         "ftp://example.org/x.png",
         "gopher://127.0.0.1:70/",
     ]
@@ -71,5 +70,18 @@ def test_urls_to_internal_addresses_are_refused(replay_file: Path) -> None:
             for url in urls:
                 message = error_of(await client.call_tool("ground_image", {"image": url}))
                 assert "url_refused" in message, (url, message)
+
+    anyio.run(main)
+
+
+def test_a_file_uri_is_a_local_path_and_stays_inside_the_image_roots(
+    replay_file: Path, tmp_path: Path
+) -> None:
+    server = build_server(Auditor(Settings(grounder="replay", replay=replay_file, image_roots=(tmp_path,))))
+
+    async def main() -> None:
+        async with Client(server) as client:
+            message = error_of(await client.call_tool("ground_image", {"image": "file:///etc/passwd"}))
+            assert "path_refused" in message, message
 
     anyio.run(main)

@@ -27,6 +27,11 @@ def make_grounder(settings: Settings) -> Grounder:
         raise BackendError("not_available", f"grounder {settings.grounder!r} is not available in this build")
     mod = importlib.import_module(module)
     grounder: Grounder = mod.make_grounder(settings)
+    if settings.grounder == "hf" and settings.grounding_batch_size > 1:
+        from auditor.backends.batching import CoalescingGrounder
+
+        # concurrent calls (worklist workers, several clients) share one generate per batch
+        return CoalescingGrounder(grounder, settings.grounding_batch_size)  # type: ignore[arg-type]
     return grounder
 
 
@@ -45,12 +50,21 @@ def cuda_available() -> bool:
 
 
 def resolve_reader_kind(settings: Settings) -> str:
-    """``auto`` means the Nemotron reader on a CUDA machine, else the rule reader."""
+    """``auto`` means the Nemotron reader on a CUDA machine whose weights are on disk (or may be
+    downloaded), else the rule reader: ``auto`` never picks a model that would fail on every call."""
     if settings.reader != "auto":
         return settings.reader
     if settings.device == "cpu":
         return "rules"
-    return "hf" if cuda_available() and importlib.util.find_spec("auditor.backends.hf") else "rules"
+    if not (cuda_available() and importlib.util.find_spec("auditor.backends.hf")):
+        return "rules"
+    from auditor.backends.availability import locate
+
+    return (
+        "hf"
+        if settings.allow_download or locate(settings.reader_model, settings.reader_revision).ready
+        else "rules"
+    )
 
 
 def make_reader(settings: Settings, kind: str | None = None) -> DraftReader:

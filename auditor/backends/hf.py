@@ -24,9 +24,11 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from auditor.backends import BackendError, BackendState
+from auditor.backends.availability import HUB, LoadMemory, ensure_local, weights_detail
 from auditor.config import Settings
 from auditor.prompts import Prompt, grounding_prompt, reader_prompt
 from auditor.recovery import BoxFormat, recover_findings, recover_mentions
@@ -107,10 +109,34 @@ def resolve_device(setting: str, torch: Any) -> str:
     return "cuda" if has_cuda else "cpu"
 
 
-def resolve_dtype(setting: str, device: str, torch: Any) -> Any:
-    """``auto`` is bfloat16 on a GPU (what the checkpoints ship in) and float32 on CPU (fast there)."""
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    """True when the CPU computes bfloat16 natively (AVX512-BF16 or AMX), read from /proc/cpuinfo."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+                cpuinfo = fh.read()
+        except OSError:
+            return False
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+            break
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_dtype(setting: str, device: str, torch: Any, *, cpu_bf16: bool | None = None) -> Any:
+    """``auto``: bfloat16 on a GPU, and on a CPU that computes it natively; float32 on other CPUs.
+
+    bfloat16 is what the checkpoints ship in, so it loads without a second, converted copy (a 4B model
+    in float32 needs 16 GiB, and both models would not fit in 24 GiB); where the CPU lacks bf16
+    instructions, float32 is the faster choice despite the memory.
+    """
     if setting == "auto":
-        return torch.bfloat16 if device == "cuda" else torch.float32
+        if device == "cuda":
+            return torch.bfloat16
+        native = cpu_has_bf16() if cpu_bf16 is None else cpu_bf16
+        return torch.bfloat16 if native else torch.float32
     return getattr(torch, setting)
 
 
@@ -135,6 +161,19 @@ def _load_hint(model_id: str) -> str:
 def _sequences(output: Any) -> Any:
     """``generate`` returns a tensor, or an object with ``.sequences`` when a config asks for a dict."""
     return getattr(output, "sequences", output)
+
+
+def _generated_lengths(
+    generated: Any, stop_ids: frozenset[int], stopped_after: Sequence[int | None] = ()
+) -> list[int]:
+    """Tokens each row generated: up to and including its first end token, or up to where the early
+    stop ended it (what follows in a batch is padding)."""
+    lengths = []
+    for i, row in enumerate(generated.tolist()):
+        ends = [j + 1 for j, tok in enumerate(row) if tok in stop_ids][:1]
+        early = stopped_after[i] if i < len(stopped_after) else None
+        lengths.append(min([len(row), *ends, *([early] if early is not None else [])]))
+    return lengths
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
@@ -179,6 +218,11 @@ class _HFBackend:
     def _prepare(self, model: Any, processor: Any) -> None:
         """Adjust a freshly loaded pair before it is published (padding side, pad token)."""
 
+    def _dtype_setting(self) -> str:
+        """The per-model dtype (``grounder_dtype`` / ``reader_dtype``) when set, else ``dtype``."""
+        own = getattr(self.settings, f"{self.role}_dtype", None)
+        return str(own or self.settings.dtype)
+
     # -- loading
 
     @property
@@ -186,22 +230,45 @@ class _HFBackend:
         return self._model is not None
 
     def load(self) -> None:
-        """Load now (``--preload``); idempotent, and retried after a failure."""
+        """Load now (``--preload``, an explicit reload); idempotent, and a remembered failure is
+        forgotten first, so this always tries again."""
+        self._memory.forget()
         self._ensure_loaded()
 
+    @property
+    def _memory(self) -> LoadMemory:
+        """The remembered load failure (made on first use; ``setdefault`` is atomic under threads)."""
+        memory: LoadMemory = self.__dict__.setdefault("_load_memory", LoadMemory(self.settings.load_retry_s))
+        return memory
+
     def _ensure_loaded(self) -> float:
-        """Load on first use; returns the milliseconds this call spent loading (0 when resident)."""
+        """Load on first use; returns the milliseconds this call spent loading (0 when resident).
+
+        Before anything heavy: a remembered failure is answered at once, and the checkpoint must be
+        on disk (a folder or the cache; downloaded first only when ``allow_download``), so a missing
+        model fails in milliseconds with what to do. That check is not remembered: weights fetched
+        meanwhile are used by the next call. The load itself runs with the hub offline.
+        """
         if self._model is not None:
             return 0.0
         with self._load_lock:
             if self._model is not None:
                 return 0.0
+            self._memory.check()
             started = time.perf_counter()
             try:
-                model, processor, device, dtype = self._load_parts()
+                ensure_local(self.role, self.model_id, self.revision, self.settings)
             except BackendError as exc:
                 self._last_error = str(exc)
                 raise
+            try:
+                with HUB.offline():
+                    model, processor, device, dtype = self._load_parts()
+            except BackendError as exc:
+                failure = self._memory.remember(exc)
+                self._last_error = str(failure)
+                raise failure from None
+            self._memory.forget()
             self._processor, self._device, self._dtype = processor, device, _dtype_name(dtype)
             self._model = model  # published last: `loaded` means every part is ready
             self._last_error = None
@@ -211,13 +278,19 @@ class _HFBackend:
         """Build model and processor into locals; on any failure drop both and raise load_failed."""
         torch, transformers = _import_stack(self.role, self.model_id)
         device = resolve_device(self.settings.device, torch)
-        dtype = resolve_dtype(self.settings.dtype, device, torch)
+        dtype = resolve_dtype(self._dtype_setting(), device, torch)
+        attention = (
+            {} if self.settings.attention == "auto" else {"attn_implementation": self.settings.attention}
+        )
+        self._check_room(torch, device, dtype)
         model: Any = None
         processor: Any = None
         try:
             processor = self._load_processor(transformers)
+            # dtype and device_map make transformers place each tensor once, in its final dtype, on
+            # its final device: no float32 detour and no second host copy while loading.
             model = self._model_class(transformers).from_pretrained(
-                self.model_id, revision=self.revision, dtype=dtype, device_map=device
+                self.model_id, revision=self.revision, dtype=dtype, device_map=device, **attention
             )
             model.eval()
             self._prepare(model, processor)
@@ -230,6 +303,33 @@ class _HFBackend:
         model = processor = None
         _free_cuda()
         raise failure
+
+    def _check_room(self, torch: Any, device: str, dtype: Any) -> None:
+        """Refuse at once, with the ways out, a local checkpoint that cannot fit where it would load."""
+        from auditor.backends import memory
+
+        elements = memory.checkpoint_elements(Path(os.path.expanduser(self.model_id)))
+        if elements is None:
+            return
+        needed = memory.bytes_needed(elements, torch.empty((), dtype=dtype).element_size())
+        if device == "cuda":
+            available: int | None = int(torch.cuda.mem_get_info()[0])
+            where = "free GPU memory"
+        else:
+            available = memory.cpu_available_bytes()
+            where = "available memory"
+        if not memory.shortfall(needed, available):
+            return
+        assert available is not None
+        role = self.role.upper()
+        raise BackendError(
+            "out_of_memory",
+            f"the {self.role} model {self.model_id!r} needs about {memory.gib(needed)} in "
+            f"{_dtype_name(dtype)}, but only {memory.gib(available)} of {where} is left. Ways out: free "
+            "memory (or leave this model out: CXR_AUDITOR_READER=rules runs the reader without one), "
+            f"load it in bfloat16 (CXR_AUDITOR_{role}_DTYPE=bfloat16), or serve it from an engine "
+            f"(CXR_AUDITOR_{role}=http)",
+        )
 
     def _load_error(self, exc: Exception) -> BackendError:
         revision = f" at revision {self.revision!r}" if self.revision else ""
@@ -294,17 +394,22 @@ class _HFBackend:
     def state(self) -> BackendState:
         """Loaded or not, device, dtype, GPU memory; never imports torch (reads sys.modules only)."""
         detail: dict[str, object] = {
-            "dtype": self._dtype or self.settings.dtype,
+            "dtype": self._dtype or self._dtype_setting(),
             "device_setting": self.settings.device,
             "revision": self.revision,
             "prompt_version": self.prompt.version,
         }
+        if not self.loaded:
+            detail |= weights_detail(self.role, self.model_id, self.revision, self.settings)
         torch = sys.modules.get("torch")
         if self.loaded and self._device == "cuda" and torch is not None:
             detail["cuda_memory_allocated_bytes"] = int(torch.cuda.memory_allocated())
             detail["cuda_device_name"] = str(torch.cuda.get_device_name())
         if self._last_error is not None:
             detail["last_error"] = self._last_error
+        retry = self._memory.retry_in_s()
+        if retry is not None:
+            detail["retry_load_in_s"] = retry
         return BackendState(
             role=self.role,
             backend="hf",
@@ -360,15 +465,51 @@ class HFGrounder(_HFBackend):
             prompt_len = int(inputs["input_ids"].shape[1])
             preprocess_ms = _ms(started)
             started = time.perf_counter()
+            clock, closed, criteria = self._criteria(prompt_len)
             sequences = self._generate(
                 inputs,
                 max_new_tokens=self.settings.grounder_max_new_tokens,
                 pad_token_id=self._processor.tokenizer.pad_token_id,
+                stopping_criteria=criteria,
+                **self._cache_options(),
             )
             generate_ms = _ms(started)
-            texts = self._processor.batch_decode(sequences[:, prompt_len:], skip_special_tokens=True)
-        timings = {"load": load_ms, "preprocess": preprocess_ms, "generate": generate_ms}
-        return [self._grounding(image, str(text), timings) for image, text in zip(images, texts, strict=True)]
+            generated = sequences[:, prompt_len:]
+            texts = self._processor.batch_decode(generated, skip_special_tokens=True)
+            stops = _eos_ids(self._model, self._processor.tokenizer)
+            lengths = _generated_lengths(generated, stops, closed.stopped_after if closed else ())
+        timings = {
+            "load": load_ms,
+            "preprocess": preprocess_ms,
+            "generate": generate_ms,
+            **clock.timings_ms(),
+        }
+        return [
+            self._grounding(image, str(text), timings, {"prompt": prompt_len, "generated": n})
+            for image, text, n in zip(images, texts, lengths, strict=True)
+        ]
+
+    def _criteria(self, prompt_len: int) -> tuple[Any, Any, Any]:
+        """The step clock, the early stop once the JSON answer has closed (``grounding_stop_at_end``;
+        None when off), and both as the list ``generate`` takes."""
+        from transformers import StoppingCriteriaList
+
+        from auditor.backends.hf_generation import JsonAnswerClosed, StepClock
+
+        clock = StepClock()
+        closed = None
+        if self.settings.grounding_stop_at_end:
+            tokenizer = self._processor.tokenizer
+            closed = JsonAnswerClosed(
+                lambda i: str(tokenizer.decode([i], skip_special_tokens=True)), prompt_len
+            )
+        return clock, closed, StoppingCriteriaList([clock, *([closed] if closed else [])])
+
+    def _cache_options(self) -> dict[str, Any]:
+        """A static KV cache (``static_cache``), compiled on a GPU only when ``compile`` asks for it."""
+        if not (self.settings.static_cache or self.settings.compile):
+            return {}
+        return {"cache_implementation": "static", "disable_compile": not self.settings.compile}
 
     def _encode(self, images: Sequence[LoadedImage]) -> Any:
         """The checkpoint's own chat template with the image, tokenised and moved to the model."""
@@ -394,7 +535,9 @@ class HFGrounder(_HFBackend):
         )
         return inputs.to(self._model.device, dtype=self._model.dtype)
 
-    def _grounding(self, image: LoadedImage, raw: str, timings: dict[str, float]) -> Grounding:
+    def _grounding(
+        self, image: LoadedImage, raw: str, timings: dict[str, float], tokens: dict[str, int]
+    ) -> Grounding:
         started = time.perf_counter()
         recovered = recover_findings(raw, self.box_format)
         return Grounding(
@@ -405,6 +548,7 @@ class HFGrounder(_HFBackend):
             raw_output=raw,
             notes=[*image.notes, *recovered.notes, *self._device_notes()],
             timings_ms={**timings, "recovery": _ms(started)},
+            tokens=tokens,
         )
 
 
@@ -422,6 +566,7 @@ class HFReader(_HFBackend):
             settings, settings.reader_model, settings.reader_revision, reader_prompt(settings.reader_prompt)
         )
         self._drop_ids: frozenset[int] = frozenset()
+        self._close_id: int | None = None
 
     def _load_processor(self, transformers: Any) -> Any:
         return transformers.AutoTokenizer.from_pretrained(self.model_id, revision=self.revision)
@@ -440,6 +585,8 @@ class HFReader(_HFBackend):
         think = {int(i) for i in tokenizer.convert_tokens_to_ids([THINK_OPEN, THINK_CLOSE]) if i is not None}
         think.discard(tokenizer.unk_token_id)
         self._drop_ids = frozenset(special - think)
+        close = tokenizer.encode(THINK_CLOSE, add_special_tokens=False)
+        self._close_id = int(close[0]) if len(close) == 1 and close[0] != tokenizer.unk_token_id else None
 
     def read(self, draft: str) -> DraftReading:
         """Draft -> DraftReading; an empty draft is answered without touching the model."""
@@ -463,7 +610,7 @@ class HFReader(_HFBackend):
             inputs = self._encode(draft)
             preprocess_ms = _ms(started)
             started = time.perf_counter()
-            new_ids, notes = self._generate_answer(inputs)
+            new_ids, notes, phase_ms, tokens = self._generate_answer(inputs)
             generate_ms = _ms(started)
             raw = self._decode(new_ids)
         started = time.perf_counter()
@@ -479,8 +626,10 @@ class HFReader(_HFBackend):
                 "load": load_ms,
                 "preprocess": preprocess_ms,
                 "generate": generate_ms,
+                **phase_ms,
                 "recovery": _ms(started),
             },
+            tokens=tokens,
         )
 
     def _encode(self, draft: str) -> dict[str, Any]:
@@ -507,8 +656,11 @@ class HFReader(_HFBackend):
             "attention_mask": encoded["attention_mask"].to(device),
         }
 
-    def _generate_answer(self, inputs: dict[str, Any]) -> tuple[Any, list[Note]]:
-        """The new token ids (1-D) of the whole generation, reasoning included, and any notes.
+    def _generate_answer(
+        self, inputs: dict[str, Any]
+    ) -> tuple[Any, list[Note], dict[str, float], dict[str, int]]:
+        """The new token ids (1-D) of the whole generation, reasoning included, any notes, and the
+        prefill/decode time and token count of each phase.
 
         Without reasoning: one generate. With it: phase 1 thinks for at most the budget and stops at
         ``</think>``; if the trace is still open, ``</think>\\n`` is appended for the model; phase 2
@@ -518,21 +670,45 @@ class HFReader(_HFBackend):
         prompt_len = int(inputs["input_ids"].shape[1])
         answer_budget = self.settings.reader_max_new_tokens
         pad = {"pad_token_id": self._processor.pad_token_id}
+        timings: dict[str, float] = {}
+        tokens = {"prompt": prompt_len}
         if not self.settings.reader_reasoning:
-            sequence = self._generate(inputs, max_new_tokens=answer_budget, **pad)
-            return sequence[0, prompt_len:], []
+            sequence = self._timed("answer", timings, inputs, max_new_tokens=answer_budget, **pad)
+            tokens["answer"] = int(sequence.shape[1]) - prompt_len
+            return sequence[0, prompt_len:], [], timings, tokens
         budget = self.settings.reader_reasoning_budget
         sequence = inputs["input_ids"]
         if budget > 0:
-            sequence = self._generate(
-                inputs, max_new_tokens=budget, stop_strings=[THINK_CLOSE], tokenizer=self._processor, **pad
+            sequence = self._timed(
+                "reasoning", timings, inputs, max_new_tokens=budget, **self._think_stop(), **pad
             )
+        tokens["reasoning"] = int(sequence.shape[1]) - prompt_len
         sequence, notes, finished = self._after_thinking(sequence, prompt_len, budget)
         if not finished:
             torch = sys.modules["torch"]
+            before = int(sequence.shape[1])
             cont = {"input_ids": sequence, "attention_mask": torch.ones_like(sequence)}
-            sequence = self._generate(cont, max_new_tokens=answer_budget, **pad)
-        return sequence[0, prompt_len:], notes
+            sequence = self._timed("answer", timings, cont, max_new_tokens=answer_budget, **pad)
+            tokens["answer"] = int(sequence.shape[1]) - before
+        return sequence[0, prompt_len:], notes, timings, tokens
+
+    def _timed(self, phase: str, timings: dict[str, float], inputs: dict[str, Any], **kwargs: Any) -> Any:
+        """One generate with a step clock; its prefill and decode times land in ``timings``."""
+        from transformers import StoppingCriteriaList
+
+        from auditor.backends.hf_generation import StepClock
+
+        clock = StepClock()
+        sequence = self._generate(inputs, stopping_criteria=StoppingCriteriaList([clock]), **kwargs)
+        timings.update({f"{phase}_{key}": value for key, value in clock.timings_ms().items()})
+        return sequence
+
+    def _think_stop(self) -> dict[str, Any]:
+        """How phase 1 stops at ``</think>``: by token id where the tag is one token (as in the real
+        tokenizer: a free check), else by ``stop_strings`` (a text match at every step)."""
+        if self._close_id is None:
+            return {"stop_strings": [THINK_CLOSE], "tokenizer": self._processor}
+        return {"eos_token_id": sorted(_eos_ids(self._model, self._processor) | {self._close_id})}
 
     def _after_thinking(self, sequence: Any, prompt_len: int, budget: int) -> tuple[Any, list[Note], bool]:
         """Decide how phase 2 starts: closed trace -> answer; open trace -> close it first; a model that

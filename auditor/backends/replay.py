@@ -95,7 +95,7 @@ class ReplayGrounder:
             raise BackendError(
                 "no_recorded_output",
                 f"the replay file {self.path.name} has no recorded output for this image "
-                f"(sha256 {image.info.sha256[:12]}...)",
+                f"(sha256 {image.info.sha256}); add a line with this image_sha256 to record one",
             )
         recovered = recover_findings(record.raw_output, self.box_format)
         return Grounding(

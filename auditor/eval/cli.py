@@ -45,23 +45,11 @@ def cmd_eval_reader(args: argparse.Namespace) -> int:
 
 
 def _settings(args: argparse.Namespace, grounder: str | None) -> Settings:
-    from auditor.config import load_settings
+    """The same flags as `serve` and `audit-batch` (one definition in ``auditor.cli_flags``); the
+    oracle is no backend, so it sets no grounder."""
+    from auditor.cli_flags import settings_from
 
-    overrides = {
-        "grounder": grounder,
-        "replay": args.replay,
-        "grounder_model": args.grounder_model,
-        "grounder_url": args.grounder_url,
-        "grounder_revision": args.grounder_revision,
-        "box_order": args.box_order,
-        "box_scale": args.box_scale,
-        "device": args.device,
-        "reader": getattr(args, "reader", None),
-        "reader_model": getattr(args, "reader_model", None),
-        "reader_url": getattr(args, "reader_url", None),
-        "reader_revision": getattr(args, "reader_revision", None),
-    }
-    return load_settings(overrides, config_file=args.config)
+    return settings_from(args, {"grounder": grounder})
 
 
 def _plan(args: argparse.Namespace, command: Command) -> RunPlan:
@@ -92,7 +80,7 @@ def _plan(args: argparse.Namespace, command: Command) -> RunPlan:
         out=Path(args.out),
         images=images,
         sizes=sizes,
-        progress=True if args.progress else None,
+        progress=args.progress,
         command_line=_command_line(args, command),
     )
     reader = args.reader if command == "audit" else None
@@ -222,6 +210,8 @@ def cmd_eval_compare(args: argparse.Namespace) -> int:
 
 
 def _run_flags(p: argparse.ArgumentParser, grounders: list[str], default: str | None) -> None:
+    from auditor.cli_flags import add_grounder_flags, add_model_flags, add_progress_flag
+
     p.add_argument(
         "--dataset",
         action="append",
@@ -229,19 +219,12 @@ def _run_flags(p: argparse.ArgumentParser, grounders: list[str], default: str | 
         metavar="KIND:PATH",
         help="nih-bbox:CSV, chestx-det:JSON, vindr:CSV or openi:CSV; repeat to join datasets",
     )
-    p.add_argument("--grounder", choices=grounders, default=default, required=default is None)
-    p.add_argument("--replay", help="recorded generations (JSONL) for --grounder replay")
     p.add_argument("--images", help="folder holding the dataset's images (model and replay grounders)")
     p.add_argument("--sizes", help="VinDr: CSV image_id,width,height of the ORIGINAL images")
     p.add_argument("--out", required=True, help="run folder: run.json, items.jsonl, metrics.json, report.md")
-    p.add_argument("--progress", action="store_true", help="draw the progress bar even when stderr is no TTY")
-    p.add_argument("--config", help="TOML settings file (same keys as CXR_AUDITOR_*)")
-    p.add_argument("--grounder-model", help="hub id or local folder of the image model")
-    p.add_argument("--grounder-url", help="base URL of an OpenAI-compatible engine for the image model")
-    p.add_argument("--grounder-revision", help="model revision (recorded in the run's provenance)")
-    p.add_argument("--box-order", choices=["yxyx", "xyxy"], help="the model's box order")
-    p.add_argument("--box-scale", type=float, help="the model's box scale (1 or 1000)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    add_progress_flag(p)
+    add_model_flags(p)
+    add_grounder_flags(p, grounders, default, required=default is None)
 
 
 def register(sub: Any) -> None:
@@ -260,12 +243,9 @@ def register(sub: Any) -> None:
 
     a = ev.add_parser("audit", help="synthetic drafts from gold boxes through a reader and the judge")
     _run_flags(a, ["oracle", "replay", "hf", "http"], "oracle")
-    a.add_argument(
-        "--reader", default="rules", choices=["rules", "hf", "http"], help="draft reader (default rules)"
-    )
-    a.add_argument("--reader-model", help="hub id or local folder of the draft reader")
-    a.add_argument("--reader-url", help="base URL of an OpenAI-compatible engine for the draft reader")
-    a.add_argument("--reader-revision", help="draft reader revision (recorded in the run's provenance)")
+    from auditor.cli_flags import add_reader_flags
+
+    add_reader_flags(a, ["rules", "hf", "http"], "rules")
     a.add_argument("--seed", type=int, default=0, help="synthetic draft seed (default 0)")
     a.set_defaults(func=cmd_eval_audit)
 

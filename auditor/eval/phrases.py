@@ -23,12 +23,17 @@ _L = Label
 
 @dataclass(frozen=True)
 class FindingSpec:
-    """What a sentence about one finding may say: side and zone (from the boxes) and dataset names."""
+    """What a sentence about one finding may say: side and zone (from the boxes) and dataset names.
+
+    ``side_clear``: every box lies clearly on ``side`` as the judge reads sides, so a draft that swaps
+    it must be flagged. ``state_side``: the sentence must name the side (the side edit's target)."""
 
     label: Label
     side: Side | None = None
     zone: Zone | None = None
     sources: tuple[str, ...] = ()
+    side_clear: bool = False
+    state_side: bool = False
 
 
 # ---- word choices ---------------------------------------------------------------------------------
@@ -290,7 +295,7 @@ def _side_word(spec: FindingSpec, rng: random.Random, optional: bool = True) -> 
     """The side when known (omitted now and then: laterality is optional in real drafts)."""
     if spec.side is None or spec.side == "bilateral":
         return ""
-    return "" if optional and rng.random() < 0.15 else spec.side
+    return "" if optional and not spec.state_side and rng.random() < 0.15 else spec.side
 
 
 def _location(spec: FindingSpec, side: str, rng: random.Random) -> str:
@@ -322,7 +327,7 @@ def _opacity_noun(spec: FindingSpec, rng: random.Random) -> str:
     return rng.choice(("consolidation", "opacity", "airspace disease", "infiltrate"))
 
 
-def _is_diffuse(spec: FindingSpec) -> bool:
+def is_diffuse(spec: FindingSpec) -> bool:
     names = {normalize_name(s) for s in spec.sources}
     return "diffuse nodule" in names and not names & {"nodule", "mass"}
 
@@ -360,17 +365,23 @@ def _fill(template: str, spec: FindingSpec, rng: random.Random) -> str:
 
 def positive(spec: FindingSpec, rng: random.Random) -> str:
     """A sentence that reports the finding as present."""
-    if spec.label is _L.NODULE_MASS and _is_diffuse(spec):
+    if spec.label is _L.NODULE_MASS and is_diffuse(spec):
         return rng.choice(_DIFFUSE_NODULES)
     if spec.side == "bilateral" and spec.label in _POSITIVE_BILATERAL:
         return _fill(rng.choice(_POSITIVE_BILATERAL[spec.label]), spec, rng)
-    return _fill(rng.choice(_POSITIVE[spec.label]), spec, rng)
+    templates = _POSITIVE[spec.label]
+    if spec.state_side:
+        templates = tuple(t for t in templates if "{side}" in t or "{loc}" in t)
+    return _fill(rng.choice(templates), spec, rng)
 
 
 def hedged(spec: FindingSpec, rng: random.Random) -> str:
-    """A sentence that only hedges on the finding ("possible", "cannot be excluded")."""
-    unilateral = spec if spec.side != "bilateral" else FindingSpec(spec.label, None, spec.zone, spec.sources)
-    return _fill(rng.choice(_HEDGED[spec.label]), unilateral, rng)
+    """A sentence that only hedges on the finding ("possible", "cannot be excluded"). A finding on both
+    sides is hedged without a location: a lobe would name one side, which its boxes contradict."""
+    if spec.side != "bilateral":
+        return _fill(rng.choice(_HEDGED[spec.label]), spec, rng)
+    templates = tuple(t for t in _HEDGED[spec.label] if "{loc}" not in t)
+    return _fill(rng.choice(templates), FindingSpec(spec.label, None, spec.zone, spec.sources), rng)
 
 
 def negative(spec: FindingSpec, rng: random.Random) -> str:

@@ -1,6 +1,10 @@
 """Score a draft reader on an Open-i style report CSV: per-label P/R/F1, macro-F1, integrity.
 
-A label is "predicted present" when the reading has a mention of it with status ``present``.
+Two conventions, both always reported, with the counts behind every figure: a hedged mention
+(``uncertain``) counted as not present (``labels``, ``macro_f1``: a label is predicted present when
+the reading has a mention of it with status ``present``), and counted as present
+(``labels_uncertain_present``, ``macro_f1_uncertain_present``). Coders of real reports tag some hedged
+findings and not others, so neither convention alone says how a reader does.
 Gold blanks are left out of that label's score and counted. A reading that fails is scored as
 predicting nothing, and listed by id: the total always equals the number of rows.
 """
@@ -13,8 +17,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from auditor.eval.datasets import sha256_file
-from auditor.eval.metrics import macro_f1, presence_prf
-from auditor.eval.openi import read_reports
+from auditor.eval.metrics import PRF, macro_f1, presence_prf
+from auditor.eval.openi import ReportItem, read_reports
 from auditor.eval.provenance import code_version, environment
 from auditor.eval.runstore import write_json, write_text_atomic
 from auditor.labels import LABEL_ORDER
@@ -40,8 +44,10 @@ class ReaderEvalResult(BaseModel):
     dataset: str
     dataset_sha256: str
     reader: ModelInfo
-    labels: dict[str, LabelScore]
-    macro_f1: float
+    labels: dict[str, LabelScore] = Field(description="uncertain counted as not present")
+    macro_f1: float = Field(description="uncertain counted as not present")
+    labels_uncertain_present: dict[str, LabelScore] = Field(description="uncertain counted as present")
+    macro_f1_uncertain_present: float = Field(description="uncertain counted as present")
     integrity: Integrity
     failures: list[dict[str, str]]
     reports_per_second: float
@@ -63,15 +69,22 @@ def _read_all(texts: list[str], reader: str) -> tuple[list[DraftReading], float]
     return readings, time.perf_counter() - t0
 
 
+def _scores(items: list[ReportItem], readings: list[DraftReading], present: set[str]) -> dict[str, PRF]:
+    """Per label: predicted present when some mention of it has a status in ``present``."""
+    scores = {}
+    for label in LABEL_ORDER:
+        gold = [i.gold.get(label) for i in items]
+        predicted = [any(m.label is label and m.status in present for m in r.mentions) for r in readings]
+        scores[label.value] = presence_prf(gold, predicted)
+    return scores
+
+
 def evaluate_reader(path: str | Path, reader: str = "rules", command_line: str = "") -> ReaderEvalResult:
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     items = read_reports(path)
     readings, seconds = _read_all([i.text for i in items], reader)
-    scores = {}
-    for label in LABEL_ORDER:
-        gold = [i.gold.get(label) for i in items]
-        predicted = [any(m.label is label and m.status == "present" for m in r.mentions) for r in readings]
-        scores[label.value] = presence_prf(gold, predicted)
+    scores = _scores(items, readings, {"present"})
+    lenient = _scores(items, readings, {"present", "uncertain"})
     failures = [
         {"id": i.id, "reason": "; ".join(n.message for n in r.notes) or "failed"}
         for i, r in zip(items, readings, strict=True)
@@ -83,6 +96,8 @@ def evaluate_reader(path: str | Path, reader: str = "rules", command_line: str =
         reader=readings[0].model if readings else ModelInfo(backend=reader, model_id="?"),
         labels={k: LabelScore.model_validate(v.as_dict()) for k, v in scores.items()},
         macro_f1=round(macro_f1(list(scores.values())), 4),
+        labels_uncertain_present={k: LabelScore.model_validate(v.as_dict()) for k, v in lenient.items()},
+        macro_f1_uncertain_present=round(macro_f1(list(lenient.values())), 4),
         integrity=tally(r.outcome for r in readings),
         failures=failures,
         reports_per_second=round(len(items) / seconds, 1) if seconds else 0.0,
@@ -98,16 +113,24 @@ def report_markdown(result: ReaderEvalResult) -> str:
         f"Reader `{result.reader.backend}:{result.reader.model_id}` on `{result.dataset}` "
         f"(sha256 {result.dataset_sha256[:12]}...)",
         "",
-        "| label | precision | recall | F1 | support | excluded (blank gold) |",
-        "|---|---|---|---|---|---|",
+        "Left: a hedged (`uncertain`) mention counted as not present; right: counted as present.",
+        "",
+        "| label | P | R | F1 | TP | FP | FN | P | R | F1 | TP | FP | FN | gold present | blank gold |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in result.labels.items():
+        u = result.labels_uncertain_present[name]
         lines.append(
-            f"| {name} | {s.precision:.3f} | {s.recall:.3f} | {s.f1:.3f} | {s.support} | {s.excluded} |"
+            f"| {name} | {s.precision:.3f} | {s.recall:.3f} | {s.f1:.3f} | {s.tp} | {s.fp} | {s.fn} "
+            f"| {u.precision:.3f} | {u.recall:.3f} | {u.f1:.3f} | {u.tp} | {u.fp} | {u.fn} "
+            f"| {s.support} | {s.excluded} |"
         )
+    lines.append(
+        f"| **macro-F1** | | | **{result.macro_f1:.3f}** | | | | | | "
+        f"**{result.macro_f1_uncertain_present:.3f}** | | | | | |"
+    )
     i = result.integrity
     lines += [
-        f"| **macro-F1** | | | **{result.macro_f1:.3f}** | | |",
         "",
         f"Integrity: {i.total} reports, {i.clean} clean, {i.recovered} recovered, {i.failed} failed.",
         "",

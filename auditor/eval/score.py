@@ -23,7 +23,7 @@ from auditor.recovery import tally
 from auditor.schema import Box, ParseOutcome
 
 IOU_THRESHOLDS = (0.3, 0.5)
-FLAG_KINDS = ("MISSING", "UNSUPPORTED", "URGENT")
+FLAG_KINDS = ("MISSING", "UNSUPPORTED", "URGENT", "LATERALITY")
 MAX_SHOWN = 50
 
 

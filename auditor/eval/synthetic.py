@@ -5,22 +5,28 @@ drafts written from the gold: first a faithful draft (every present finding repo
 ones denied, a normal study called normal), then exactly one edit whose consequence the judge's table
 fixes in advance:
 
-| edit  | what changes                            | expected flags (besides URGENT)  |
-|-------|-----------------------------------------|----------------------------------|
-| none  | nothing                                 | none                             |
-| drop  | a present finding is left out           | MISSING (label)                  |
-| add   | an absent finding is reported           | UNSUPPORTED (label)              |
-| deny  | a present finding is denied ("No ...")  | MISSING (label), draft: denied   |
-| hedge | a present finding is only hedged        | none                             |
+| edit  | what changes                                 | expected flags (besides URGENT)  |
+|-------|----------------------------------------------|----------------------------------|
+| none  | nothing                                      | none                             |
+| drop  | a present finding is left out                | MISSING (label)                  |
+| add   | an absent finding is reported                | UNSUPPORTED (label)              |
+| deny  | a present finding is denied ("No ...")       | MISSING (label), draft: denied   |
+| hedge | a present finding is only hedged             | none                             |
+| side  | a one-sided finding is put on the other side | LATERALITY (label)               |
 
 URGENT is expected for every urgent label on the image, whatever the draft says. The edit is drawn
-uniformly from those the gold allows (a normal image can only get none or add). Everything is
-seeded per item: ``random.Random(seed + stable hash of the item id)``, so a draft never depends on
-which other items are in the run, or in which order. Pure logic.
+uniformly from the first five that the gold allows (a normal image can only get none or add). A
+"none" draft then becomes a "side" draft, with probability SIDE_RATE from a stream of its own, when
+the image has a finding whose boxes all lie clearly on one side (`auditor.laterality`, the judge's
+reading of a frontal film): its side is swapped and named. So every draft without a side error is
+exactly what it was before the side edit existed. Everything is seeded per item:
+``random.Random(seed + stable hash of the item id)``, so a draft never depends on which other items
+are in the run, or in which order. Pure logic.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 from collections.abc import Sequence
@@ -31,14 +37,18 @@ from auditor.eval import phrases
 from auditor.eval.items import EvalItem, GoldFinding
 from auditor.eval.phrases import FindingSpec, Side, Zone
 from auditor.labels import FINDING_LABELS, LABEL_RANK, URGENT_LABELS, Label
+from auditor.laterality import OPPOSITE, sides_of
 from auditor.schema import DraftStatus, FlagKind
 
-SYNTHETIC_VERSION: Final = "synth-2"
+SYNTHETIC_VERSION: Final = "synth-3"
 """Bumped whenever templates or the edit rules change: a run's config hash includes it."""
 
-EditKind = Literal["none", "drop", "add", "deny", "hedge"]
-EDIT_KINDS: Final[tuple[EditKind, ...]] = ("none", "drop", "add", "deny", "hedge")
-_ON_PRESENT: Final[frozenset[str]] = frozenset({"drop", "deny", "hedge"})
+EditKind = Literal["none", "drop", "add", "deny", "hedge", "side"]
+EDIT_KINDS: Final[tuple[EditKind, ...]] = ("none", "drop", "add", "deny", "hedge", "side")
+_DRAWN: Final[tuple[EditKind, ...]] = ("none", "drop", "add", "deny", "hedge")
+_ON_PRESENT: Final[frozenset[str]] = frozenset({"drop", "deny", "hedge", "side"})
+SIDE_RATE: Final = 0.75
+"""The share of eligible "none" drafts that become "side" drafts."""
 
 SIDE_MARGIN: Final = 0.05
 """A box centred this close to the midline names no side (the image's left is the patient's right)."""
@@ -101,22 +111,30 @@ def specs_from_gold(findings: Sequence[GoldFinding]) -> list[FindingSpec]:
         xs = [(b.x0 + b.x1) / 2 for b in boxes]
         ys = [(b.y0 + b.y1) / 2 for b in boxes]
         lateral = label is not Label.CARDIOMEGALY
+        side = _side_of(xs) if lateral and xs else None
+        clear = sides_of(f.box for f in by_label[label])
         specs.append(
             FindingSpec(
                 label=label,
-                side=_side_of(xs) if lateral and xs else None,
+                side=side,
                 zone=_zone_of(ys) if lateral else None,
                 sources=tuple(sorted({f.source for f in by_label[label]})),
+                side_clear=side in ("left", "right") and clear == {side},
             )
         )
     return specs
+
+
+def side_targets(specs: Sequence[FindingSpec]) -> list[FindingSpec]:
+    """Findings a side edit may target: one side, every box clearly on it, worded with a side."""
+    return [s for s in specs if s.side_clear and not phrases.is_diffuse(s)]
 
 
 def choose_edit(present: Sequence[Label], rng: random.Random) -> EditKind:
     """Uniform over the edits this gold allows: drop/deny/hedge need a present finding, add an absent one."""
     allowed = [
         e
-        for e in EDIT_KINDS
+        for e in _DRAWN
         if (e not in _ON_PRESENT or present) and (e != "add" or len(present) < len(FINDING_LABELS))
     ]
     return rng.choice(allowed)
@@ -136,14 +154,25 @@ def build_draft(
     edit: EditKind | None = None,
 ) -> SyntheticDraft:
     rng = item_rng(seed, item_id)
+    side_rng = item_rng(seed, item_id + "/side")  # its own stream: other drafts stay as they were
     present = [s.label for s in specs]
+    swappable = side_targets(specs)
     kind = edit or choose_edit(present, rng)
+    if edit is None and kind == "none" and swappable and side_rng.random() < SIDE_RATE:
+        kind = "side"
     if kind in _ON_PRESENT and not present:
         raise ValueError(f"edit {kind!r} needs a present finding; item {item_id} has none")
     absent = [lb for lb in FINDING_LABELS if lb not in present]
     if kind == "add" and not absent:
         raise ValueError(f"edit 'add' needs an absent finding; item {item_id} has all five")
-    target = rng.choice(present if kind in _ON_PRESENT else absent) if kind != "none" else None
+    if kind == "side" and not swappable:
+        raise ValueError(f"edit 'side' needs a finding clearly on one side; item {item_id} has none")
+    if kind == "side":
+        swapped = side_rng.choice(swappable)
+        target: Label | None = swapped.label
+        specs = [_other_side(s) if s is swapped else s for s in specs]
+    else:
+        target = rng.choice(present if kind in _ON_PRESENT else absent) if kind != "none" else None
 
     sentences: list[str] = []
     positives = [s for s in specs if not (kind == "drop" and s.label is target)]
@@ -176,6 +205,12 @@ def build_draft(
         target=target,
         expected=_expected(present, kind, target),
     )
+
+
+def _other_side(spec: FindingSpec) -> FindingSpec:
+    """The side edit: the finding on the other side, and the side always named."""
+    assert spec.side in ("left", "right")
+    return dataclasses.replace(spec, side=OPPOSITE[spec.side], state_side=True)
 
 
 def _positive(spec: FindingSpec, denied: list[Label], rng: random.Random) -> str:
@@ -219,4 +254,6 @@ def _expected(present: Sequence[Label], kind: EditKind, target: Label | None) ->
         flags.append(ExpectedFlag("MISSING", target, "denied" if kind == "deny" else None))
     if kind == "add" and target is not None:
         flags.append(ExpectedFlag("UNSUPPORTED", target))
+    if kind == "side" and target is not None:
+        flags.append(ExpectedFlag("LATERALITY", target))
     return tuple(flags)

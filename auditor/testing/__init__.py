@@ -1,0 +1,1 @@
+"""Helpers for tests and benchmarks: random-weight checkpoints of the real architectures."""
