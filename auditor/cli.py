@@ -9,102 +9,44 @@ import argparse
 import contextlib
 import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import BaseModel, ValidationError
 
+from auditor.cli_common import (
+    EXIT_DRIFT,
+    CliError,
+    backend_failure,
+    cli_settings,
+    emit,
+    load_model,
+    read_text,
+    run,
+)
+from auditor.cli_common import build_parser as _build_parser
+
 if TYPE_CHECKING:
-    from auditor.config import Settings
     from auditor.pipeline import Auditor
     from auditor.schema import StudyContext
 
-M = TypeVar("M", bound=BaseModel)
-EXIT_BAD_INPUT = 2
-EXIT_DRIFT = 1
-EXIT_STUDIES_FAILED = 1
-EXIT_MODEL = 3
-"""A model backend could not work (weights missing, load failed, engine down): not the input's fault."""
-
-
-class CliError(Exception):
-    """A problem the user can fix; the message names it, ``code`` is the exit status."""
-
-    def __init__(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def backend_failure(exc: Exception, what: str = "") -> CliError:
-    """A BackendError (or a bad image) as one CLI line: image problems are bad input (2), model
-    problems exit 3 so that scripts can tell them apart."""
-    from auditor.backends import BackendError
-    from auditor.images import ImageError
-
-    prefix = f"{what}: " if what else ""
-    if isinstance(exc, ImageError):
-        return CliError(f"{prefix}image ({exc.code}): {exc}")
-    if isinstance(exc, BackendError):
-        return CliError(f"{prefix}model backend ({exc.code}): {exc}", EXIT_MODEL)
-    return CliError(f"{prefix}{exc}")
-
-
-def _fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
-    print(f"cxr-auditor: error: {message}", file=sys.stderr)
-    raise SystemExit(code)
-
-
-def emit(obj: BaseModel | dict[str, Any], out: TextIO | None = None) -> None:
-    text = obj.model_dump_json(indent=2) if isinstance(obj, BaseModel) else json.dumps(obj, indent=2)
-    print(text, file=out or sys.stdout)
-
-
-def read_text(path: str | Path, what: str = "file") -> str:
-    """A UTF-8 text file (a BOM is dropped); any failure is a CliError naming the file, and the line
-    for text that is not UTF-8."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise CliError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise CliError(f"{path}: is a directory, not a {what}") from None
-    except OSError as exc:
-        raise CliError(f"{path}: cannot read ({exc.strerror})") from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise CliError(f"{path}:{line}: not UTF-8 text") from None
-
-
-def _load_model(path: str, model: type[M], what: str) -> M:
-    text = read_text(path)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CliError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise CliError(
-            f"{path}: not a valid {what}: {where}: {first['msg']} ({exc.error_count()} error(s))"
-        ) from None
+COMMANDS: Final = {
+    "audit": "auditor.cli",
+    "ground": "auditor.cli",
+    "parse-draft": "auditor.cli",
+    "compare": "auditor.cli",
+    "fetch-models": "auditor.fetch_models",
+    "replay-record": "auditor.replay_record",
+    "schema": "auditor.cli",
+    "eval": "auditor.eval.cli",
+    "audit-batch": "auditor.batch.command",
+    "train": "auditor.train.cli",
+}
+"""Every command and the module whose ``register(sub)`` adds it (see ``cli_common.build_parser``)."""
 
 
 # ---- parse-draft --------------------------------------------------------------------------------
-
-
-def cli_settings(args: argparse.Namespace) -> Settings:
-    from auditor.cli_flags import settings_from
-    from auditor.config import ConfigError
-
-    try:
-        return settings_from(args)
-    except ConfigError as exc:
-        raise CliError(str(exc)) from None
 
 
 def _reader(args: argparse.Namespace) -> Callable[[str], BaseModel]:
@@ -286,8 +228,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from auditor.compare import compare
     from auditor.schema import DraftReading, Grounding
 
-    grounding = _load_model(args.grounding, Grounding, "Grounding")
-    reading = _load_model(args.reading, DraftReading, "DraftReading") if args.reading else None
+    grounding = load_model(args.grounding, Grounding, "Grounding")
+    reading = load_model(args.reading, DraftReading, "DraftReading") if args.reading else None
     emit(compare(grounding, reading, context=_context(args.age_years, args.view)))
     return 0
 
@@ -326,28 +268,16 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---- entry point --------------------------------------------------------------------------------
+# ---- registration and entry point ----------------------------------------------------------------
+
+DESCRIPTION: Final = (
+    "Second-look QA for chest X-ray draft impressions. Research only: not a medical device, not a diagnosis."
+)
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """A bad flag is one stderr line naming it (and where help is), not the whole usage block."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"cxr-auditor: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
-        raise SystemExit(EXIT_BAD_INPUT)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    import auditor
+def register(sub: Any) -> None:
+    """Add the one-study commands (audit, ground, parse-draft, compare) and `schema`."""
     from auditor import cli_flags as flags
-
-    parser = OneLineParser(
-        prog="cxr-auditor",
-        description="Second-look QA for chest X-ray draft impressions. Research only: not a medical device, "
-        "not a diagnosis.",
-    )
-    parser.add_argument("--version", action="version", version=f"cxr-auditor {auditor.__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
 
     p = sub.add_parser("audit", help="audit one image and its draft: all three stages, AuditReport JSON")
     p.add_argument("image", help="the chest X-ray: a file, an http(s) URL or a data: URI")
@@ -384,11 +314,6 @@ def build_parser() -> argparse.ArgumentParser:
     _context_flags(p)
     p.set_defaults(func=cmd_compare)
 
-    from auditor import fetch_models, replay_record
-
-    fetch_models.register(sub)
-    replay_record.register(sub)
-
     # a developer's command: it works as always, but stays out of the main help listing
     p = sub.add_parser("schema", description="write or check the JSON Schemas in tools_schema/")
     mode = p.add_mutually_exclusive_group(required=True)
@@ -397,12 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default="tools_schema", help="schema folder (default: tools_schema)")
     p.set_defaults(func=cmd_schema)
 
-    from auditor import batch
-    from auditor.eval import cli as eval_cli
 
-    eval_cli.register(sub)
-    batch.register(sub)
-    return parser
+def build_parser(
+    argv: Sequence[str] | None = None, more: Mapping[str, str] | None = None
+) -> argparse.ArgumentParser:
+    """The library's commands (and ``more``: command name -> module with a ``register(sub)``, as
+    mcp_server.cli adds `serve`); with ``argv``, only the named command's module is imported."""
+    return _build_parser({**COMMANDS, **(more or {})}, argv, description=DESCRIPTION)
 
 
 def _context_flags(p: argparse.ArgumentParser) -> None:
@@ -422,28 +348,10 @@ def _view(text: str) -> str:
     return views[text.strip().lower()]
 
 
-def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
-    """Parse and dispatch; a CliError becomes one stderr line and its exit status (2 by default).
-    No command at all prints the help."""
-    args = parser.parse_args(argv)
-    if getattr(args, "func", None) is None:
-        parser.print_help()
-        return 0
-    try:
-        code: int = args.func(args)
-    except CliError as exc:
-        _fail(str(exc), exc.code)
-    except BrokenPipeError:
-        return 0
-    except OSError as exc:  # a disk that cannot be written (or read): one line, not a traceback
-        where = f"{exc.filename}: " if exc.filename else ""
-        _fail(f"{where}{exc.strerror or exc} (what was already written is kept)")
-    return code
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """The library's commands; the installed `cxr-auditor` (mcp_server.cli) adds `serve`."""
-    return run(build_parser(), argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return run(build_parser(argv), argv)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,18 @@
 """The judge: model-free, deterministic, no I/O. The only place a flag is decided.
 
-It applies exactly the table in DESIGN.md to the five finding labels. For each label the draft's
-mentions collapse to one status, the most assertive one (present > uncertain > absent), so a draft
-that says "no left effusion; small right effusion" is not read as a denial. Where the draft states a
-side, it is checked against the side of the image's boxes (`auditor.laterality`): LATERALITY. Flags come
-out ordered URGENT, LATERALITY, MISSING, UNSUPPORTED, each in the canonical label order, and carry the
-evidence that made them.
+It applies exactly `DECISION_TABLE` (below; ARCHITECTURE.md explains it) to the five finding
+labels. For each label the draft's mentions collapse to one status, the most assertive one (present >
+uncertain > absent), so a draft that says "no left effusion; small right effusion" is not read as a
+denial. Where the draft states a side, it is checked against the side of the image's boxes
+(`auditor.laterality`): LATERALITY. Flags come out ordered URGENT, LATERALITY, MISSING, UNSUPPORTED,
+each in the canonical label order, and carry the evidence that made them.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from typing import Final
 
 from auditor.labels import FINDING_LABELS, HUMAN_NAMES, LABEL_RANK, Label
@@ -43,23 +44,70 @@ RULE_URGENT = "URGENT.on_image"
 RULE_LATERALITY_OPPOSITE = "LATERALITY.opposite_side"
 RULE_LATERALITY_BOTH_ON_IMAGE = "LATERALITY.both_sides_on_image"
 
-DECISION_TABLE: Final[tuple[tuple[str, str, str], ...]] = (
-    ("present", "present or uncertain", "none"),
-    ("present", "absent (denied)", "MISSING (denied)"),
-    ("present", "not mentioned, draft describes a normal study", "MISSING (denied_by_normal)"),
-    ("present", "not mentioned", "MISSING (not_mentioned)"),
-    ("absent", "present", "UNSUPPORTED"),
-    ("absent", "uncertain or absent", "none"),
-    ("present, label in URGENT", "anything", "URGENT (as well)"),
-    ("present, every box clearly on the other side", "asserted on one side", "LATERALITY (opposite_side)"),
-    ("present, boxes clearly on both sides", "asserted on one side", "LATERALITY (both_sides_on_image)"),
-    ("present, boxes on one side", "asserted bilateral", "none"),
-    ("present, lateral view", "a side", "none (note: sides not checked)"),
+
+@dataclass(frozen=True)
+class Decision:
+    """One row of the judge's table: what the image model found, what the draft says, the policy under
+    which the row holds, and the flag kind raised ("none" for none) with its rule id, or the note."""
+
+    image: str
+    draft: str
+    policy: str
+    flag: str
+    rule_id: str | None = None
+    note: str | None = None
+    besides: bool = False
+    """Raised as well as any other flag of the label (URGENT, LATERALITY), not instead of one."""
+
+
+DECISION_TABLE: Final[tuple[Decision, ...]] = (
+    Decision("present", "present", "any", "none"),
+    Decision("present", "uncertain", "uncertain_satisfies_image=true (default)", "none"),
+    Decision("present", "uncertain", "uncertain_satisfies_image=false", "MISSING", RULE_MISSING_HEDGED),
+    Decision("present", "absent (denied)", "any", "MISSING", RULE_MISSING_DENIED),
+    Decision(
+        "present",
+        "not mentioned, draft describes a normal study",
+        "any",
+        "MISSING",
+        RULE_MISSING_DENIED_BY_NORMAL,
+    ),
+    Decision("present", "not mentioned", "any", "MISSING", RULE_MISSING_NOT_MENTIONED),
+    Decision("absent", "present", "any", "UNSUPPORTED", RULE_UNSUPPORTED),
+    Decision("absent", "uncertain", "uncertain_is_assertion=false (default)", "none"),
+    Decision("absent", "uncertain", "uncertain_is_assertion=true", "UNSUPPORTED", RULE_UNSUPPORTED_HEDGED),
+    Decision("absent", "absent or not mentioned", "any", "none"),
+    Decision("present, label in URGENT", "anything", "any", "URGENT", RULE_URGENT, besides=True),
+    Decision(
+        "present, every box clearly on the other side",
+        "asserted (present or uncertain) on one side",
+        "check_laterality=true (default)",
+        "LATERALITY",
+        RULE_LATERALITY_OPPOSITE,
+        besides=True,
+    ),
+    Decision(
+        "present, boxes clearly on both sides",
+        "asserted on one side",
+        "check_laterality=true (default)",
+        "LATERALITY",
+        RULE_LATERALITY_BOTH_ON_IMAGE,
+        besides=True,
+    ),
+    Decision("present, boxes on one side", "asserted bilateral", "any", "none"),
+    Decision("present, lateral view", "a side", "any", "none", note="laterality_not_checked_lateral_view"),
 )
-"""The judge's table as data (served by the MCP policy resource; README shows the same rows).
-"Asserted" is present or uncertain; a box is "clearly" on a side as `auditor.laterality` defines it.
-LATERALITY needs ``Policy.check_laterality``, never applies to cardiomegaly or no_finding, and comes
-besides any URGENT or MISSING flag."""
+"""The judge's table as data, beside the rule ids it names: the policy resource serves it, a test checks
+the README's table against it and that every rule id above has its row. "Asserted" is present or
+uncertain; a box is "clearly" on a side as `auditor.laterality` defines it. LATERALITY never applies
+to cardiomegaly or no_finding."""
+DECISION_COLUMNS: Final = ("image", "draft", "policy", "flag", "rule_id", "note", "besides")
+
+
+def decision_table() -> list[dict[str, object]]:
+    """The table as JSON-ready rows, one key per column of DECISION_COLUMNS."""
+    return [asdict(row) for row in DECISION_TABLE]
+
 
 PEDIATRIC_AGE_YEARS = 18
 _DEFAULT_POLICY = Policy()
@@ -204,7 +252,7 @@ def _judge_label(
     draft_is_normal: list[DraftMention],
     policy: Policy,
 ) -> Flag | None:
-    """Apply the DESIGN.md table to one label: at most one MISSING or UNSUPPORTED flag."""
+    """Apply the decision table to one label: at most one MISSING or UNSUPPORTED flag."""
     if findings:
         if status == "absent":
             return _flag("MISSING", label, RULE_MISSING_DENIED, "denied", findings, mentions)

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from auditor.errors import AuditorError
+
 GrounderKind = Literal["hf", "http", "replay"]
 ReaderKind = Literal["auto", "rules", "hf", "http"]
 DeviceKind = Literal["auto", "cpu", "cuda"]
@@ -24,8 +26,10 @@ DEFAULT_GROUNDER_MODEL: Final = "alex-feeel/medgemma-cxr-auditor-v2"
 DEFAULT_READER_MODEL: Final = "nvidia/NVIDIA-Nemotron-3-Nano-4B-BF16"
 
 
-class ConfigError(ValueError):
+class ConfigError(AuditorError, ValueError):
     """A configuration value that cannot work; the message names the key and the value."""
+
+    code = "invalid_config"
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import argparse
 import sys
 from typing import Any
 
-from auditor.cli import EXIT_MODEL, CliError, cli_settings, emit
+from auditor.cli_common import EXIT_MODEL, CliError, cli_settings, emit
 
 CHOICES = ("configured", "grounder", "reader", "all")
 

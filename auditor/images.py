@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from auditor.errors import AuditorError
 from auditor.schema import ImageInfo, Note, View
 
 if TYPE_CHECKING:
@@ -104,16 +105,13 @@ _WARNINGS_LOCK = threading.Lock()
 _WITHHELD_LOGS: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("withheld", default=None)
 
 
-class ImageError(ValueError):
+class ImageError(AuditorError, ValueError):
     """An image that cannot be used. ``code`` is stable snake_case; the message says what was wrong."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+    surface = "image"
 
-    def __reduce__(self) -> tuple[type[ImageError], tuple[str, str]]:
-        return (type(self), (self.code, self.message))
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message, code)
 
     def as_note(self) -> Note:
         """The failure as a Note, for results that degrade instead of raising."""

@@ -9,12 +9,16 @@ model that produced unusable text yields a result whose notes and outcome say so
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import logging
 import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
+from auditor.activity import counts
+from auditor.activity import log as activity
 from auditor.backends import BackendError, BackendState, DraftReader, Grounder
 from auditor.backends.factory import make_grounder, make_reader, resolve_reader_kind
 from auditor.compare import compare
@@ -24,6 +28,7 @@ from auditor.schema import (
     Comparison,
     DraftReading,
     Grounding,
+    ModelInfo,
     Note,
     ParseOutcome,
     Policy,
@@ -156,8 +161,11 @@ class Auditor:
     def ground_loaded(self, image: LoadedImage, progress: Progress = _quiet) -> Grounding:
         grounder = self.grounder
         progress("grounding the image")
+        started = time.perf_counter()
         with self._grounder_lock:
-            return grounder.ground(image)
+            grounding = grounder.ground(image)
+        _say_generated("image model", grounding.model, len(grounding.findings), "finding", grounding, started)
+        return grounding
 
     def ground(self, source: str, progress: Progress = _quiet) -> Grounding:
         progress("loading the image")
@@ -167,10 +175,12 @@ class Auditor:
         """Read with the configured reader; if it fails or its output is unusable, the rule reader
         reads instead and a note says so."""
         progress("reading the draft")
+        started = time.perf_counter()
         try:
             reader = self.reader
             with contextlib.nullcontext() if self.reader_is_instant() else self._reader_lock:
                 reading = reader.read(draft)
+            _say_generated("draft reader", reading.model, len(reading.mentions), "mention", reading, started)
         except BackendError as exc:
             return self._fall_back(draft, f"the draft reader failed ({exc})")
         if reading.outcome is ParseOutcome.FAILED and draft.strip() and reading.model.backend != "rules":
@@ -196,6 +206,7 @@ class Auditor:
             code="reader_fallback_rules",
             message=f"{why}; the rule reader read it instead{kept}.",
         )
+        activity.warning("draft reader: %s; the rule reader read it instead", why)
         update["notes"] = [note, *reading.notes]
         return reading.model_copy(update=update)
 
@@ -235,6 +246,7 @@ class Auditor:
         else:
             grounding = self.ground_loaded(image, progress)
             if draft.strip() and grounding.failed and not self.reader_is_instant():
+                activity.warning("draft reader: not run, the image stage failed (overlap_stages is off)")
                 notes.append(
                     Note(
                         stage="draft",
@@ -278,7 +290,10 @@ class Auditor:
             except BaseException as exc:  # re-raised in the caller's thread below
                 outcome["error"] = exc
 
-        worker = threading.Thread(target=read, name="cxr-auditor-reader", daemon=True)
+        # in the caller's context, so that what the reader logs reaches whoever the caller logs to
+        worker = threading.Thread(
+            target=contextvars.copy_context().run, args=(read,), name="cxr-auditor-reader", daemon=True
+        )
         progress("grounding the image and reading the draft")
         worker.start()
         try:
@@ -344,3 +359,25 @@ class Auditor:
 
     def reader_kind(self) -> str:
         return resolve_reader_kind(self.settings)
+
+
+def _say_generated(
+    stage: str, model: ModelInfo, n: int, item: str, result: Grounding | DraftReading, started: float
+) -> None:
+    """One activity line per stage result: which model, how many findings or mentions, the outcome,
+    the time and token counts; a warning when the output was unusable."""
+    tokens = f", tokens: {counts(result.tokens)}" if result.tokens else ""
+    level = logging.WARNING if result.outcome is ParseOutcome.FAILED else logging.INFO
+    activity.log(
+        level,
+        "%s (%s %s): %d %s%s, outcome %s, %.0f ms%s",
+        stage,
+        model.backend,
+        model.model_id,
+        n,
+        item,
+        "" if n == 1 else "s",
+        result.outcome.value,
+        (time.perf_counter() - started) * 1000,
+        tokens,
+    )

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from auditor.cli import CliError, read_text
+from auditor.cli_common import CliError, read_text
 
 
 def cmd_replay_record(args: argparse.Namespace) -> int:

@@ -1,11 +1,16 @@
 """The worklist report: one self-contained static HTML page that a person opens in a browser.
 
 Pure: results and their summary in, a string out, no I/O. Self-contained because it is mailed around
-and opened from disk: inline CSS and JS, pictures as ``data:`` URIs, and a Content-Security-Policy
+and opened from disk: inline CSS and JS, thumbnails as ``data:`` URIs, and a Content-Security-Policy
 that forbids every fetch, so the page cannot phone home even if a value in it were crafted to try.
 Every piece of text from a study (ids, drafts, messages) is HTML-escaped. No DICOM header value ever
 reaches this module: the pipeline never carries one. Deterministic apart from the ``generated_at``
 line the caller passes.
+
+It stays usable at 5,000 studies: each study embeds only a thumbnail (a few KB; the full-size picture
+is a file beside the page, opened by clicking the thumbnail), the first `PAGE_ROWS` rows are in the
+table as HTML, and the rest wait as inert JSON blocks of escaped row HTML that the script parses a
+page at a time, as the reader scrolls or filters. Without JavaScript the first page still shows.
 """
 
 from __future__ import annotations
@@ -14,11 +19,13 @@ import base64
 import hashlib
 import html
 import itertools
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from auditor.compare import side_words
+from auditor.errors import Failure as StudyFailure
 from auditor.labels import HUMAN_NAMES
 from auditor.schema import AuditReport, DraftReading, DraftStatus, Flag, FlagKind, Note
 
@@ -30,6 +37,8 @@ DISCLAIMER: Final = (
     "Outputs are frequently wrong: every flag is a request for a qualified reader to look again, and the "
     "decision always stays with the radiologist."
 )
+PAGE_ROWS: Final = 50
+"""Rows in the table when the page opens, and rows added per page as the reader scrolls."""
 KINDS: Final[tuple[FlagKind, ...]] = ("URGENT", "LATERALITY", "MISSING", "UNSUPPORTED")
 """Most severe first: the order of badges, filters, and which colour wins where highlights overlap."""
 _KIND_RANK: Final[dict[str, int]] = {k: i for i, k in enumerate(KINDS)}
@@ -71,8 +80,9 @@ td.rank{color:#777;width:2.5em}
 td.id{font-family:ui-monospace,Menlo,Consolas,monospace;white-space:nowrap}
 td.id .context{font-family:system-ui,sans-serif;color:#555;font-size:12px;margin-top:4px}
 td.draft{max-width:30em;white-space:pre-wrap}
-td.picture img{display:block;width:320px;max-width:none;height:auto;background:#111;cursor:zoom-in}
-td.picture img.big{width:auto;cursor:zoom-out}
+td.picture img{display:block;max-width:none;height:auto;background:#111}
+td.picture a{cursor:zoom-in}
+#more{margin:10px 0;padding:6px 14px;font:inherit;cursor:pointer}
 .cautions{list-style:none;margin:0 0 6px;padding:0}
 .cautions li{margin:0 0 4px;padding:3px 6px;border-left:5px solid #3b6fd6;background:#e3ecfb;font-size:13px}
 ul.flags{list-style:none;margin:0;padding:0}
@@ -102,26 +112,60 @@ footer{color:#666;font-size:12px;margin:20px 0}
 _SCRIPT: Final = """
 (function () {
   "use strict";
-  var boxes = Array.prototype.slice.call(document.querySelectorAll("#filters input[type=checkbox]"));
-  var rows = Array.prototype.slice.call(document.querySelectorAll("#studies tbody tr"));
-  var shown = document.getElementById("shown");
-  function apply() {
-    var on = {};
-    boxes.forEach(function (box) { on[box.value] = box.checked; });
-    var count = 0;
-    rows.forEach(function (row) {
-      var visible = row.getAttribute("data-tags").split(" ").some(function (tag) { return on[tag]; });
-      row.hidden = !visible;
-      if (visible) { count += 1; }
-    });
-    if (shown) { shown.textContent = String(count); }
+  var tbody = document.querySelector("#studies tbody");
+  if (tbody) {
+    var PAGE = Number(tbody.parentNode.getAttribute("data-page"));
+    var tags = JSON.parse(document.getElementById("row-tags").textContent);
+    var blocks = document.querySelectorAll("script.rows");
+    var nodes = Array.prototype.slice.call(tbody.rows);
+    var parsed = [];
+    var maker = document.createElement("template");
+    var boxes = Array.prototype.slice.call(document.querySelectorAll("#filters input[type=checkbox]"));
+    var shown = document.getElementById("shown");
+    var more = document.getElementById("more");
+    var matches = [];
+    var done = 0;
+    var node = function (i) {
+      if (!nodes[i]) {
+        var b = Math.floor((i - PAGE) / PAGE);
+        if (!parsed[b]) { parsed[b] = JSON.parse(blocks[b].textContent); }
+        maker.innerHTML = parsed[b][(i - PAGE) % PAGE];
+        nodes[i] = maker.content.firstElementChild;
+      }
+      return nodes[i];
+    };
+    var next = function () {
+      var end = Math.min(done + PAGE, matches.length);
+      var page = document.createDocumentFragment();
+      for (var k = done; k < end; k += 1) { page.appendChild(node(matches[k])); }
+      tbody.appendChild(page);
+      done = end;
+      more.hidden = done >= matches.length;
+      more.textContent = "Show " + Math.min(PAGE, matches.length - done) + " more of "
+        + (matches.length - done) + " not yet shown";
+    };
+    var apply = function () {
+      var on = {};
+      boxes.forEach(function (box) { on[box.value] = box.checked; });
+      matches = [];
+      tags.forEach(function (t, i) {
+        if (t.split(" ").some(function (tag) { return on[tag]; })) { matches.push(i); }
+      });
+      tbody.textContent = "";
+      done = 0;
+      next();
+      if (shown) { shown.textContent = String(matches.length); }
+    };
+    boxes.forEach(function (box) { box.addEventListener("change", apply); });
+    more.addEventListener("click", next);
+    if ("IntersectionObserver" in window) {
+      new IntersectionObserver(function (seen) {
+        if (seen[0].isIntersecting && !more.hidden) { next(); }
+      }, { rootMargin: "800px" }).observe(more);
+    }
+    apply();
   }
-  boxes.forEach(function (box) { box.addEventListener("change", apply); });
-  apply();
-  Array.prototype.slice.call(document.querySelectorAll("td.picture img")).forEach(function (img) {
-    img.title = "click to enlarge";
-    img.addEventListener("click", function () { img.classList.toggle("big"); });
-  });
+  performance.mark("report-ready");
 })();
 """
 
@@ -139,21 +183,16 @@ CSP: Final = (
 
 
 @dataclass(frozen=True)
-class StudyFailure:
-    """Why a study produced no audit: a stable snake_case code and a message for people."""
-
-    code: str
-    message: str
-
-
-@dataclass(frozen=True)
 class StudyResult:
-    """One worklist study as the page shows it: an audit (with its picture, if drawn) or a failure."""
+    """One worklist study as the page shows it: an audit (with its picture, if drawn) or a failure.
+    ``picture`` is embedded in the page (a thumbnail); ``picture_file``, a path relative to the page,
+    is the full-size picture it opens on click."""
 
     id: str
     report: AuditReport | None = None
     error: StudyFailure | None = None
     picture: RenderedImage | None = None
+    picture_file: str | None = None
 
 
 def _e(text: object) -> str:
@@ -308,13 +347,20 @@ def _draft_cell(reading: DraftReading | None, flags: Sequence[Flag]) -> str:
 
 
 def _picture_cell(study: StudyResult) -> str:
+    """The embedded thumbnail; a click opens the full-size picture beside the page, when there is one."""
     pic = study.picture
     if pic is None:
         return '<span class="empty">(no picture)</span>'
     data = base64.b64encode(pic.data).decode("ascii")
-    return (
+    img = (
         f'<img src="data:{_e(pic.mime_type)};base64,{data}" width="{pic.width}" height="{pic.height}" '
         f'alt="Study {_e(study.id)}: image findings and flags drawn on the radiograph" decoding="async">'
+    )
+    if study.picture_file is None:
+        return img
+    return (
+        f'<a href="{_e(study.picture_file)}" target="_blank" rel="noopener noreferrer" '
+        f'title="open the full-size picture">{img}</a>'
     )
 
 
@@ -388,17 +434,42 @@ def _filters(shown: int) -> str:
     )
 
 
+def _json_block(data: object, attributes: str) -> str:
+    """Data for the script, inert until parsed: every "<" is escaped, so no value can end the block."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
+    return f'<script type="application/json" {attributes}>{text}</script>'
+
+
 def _studies_table(results: Sequence[StudyResult]) -> str:
+    """The first PAGE_ROWS rows as HTML; every row's tags, and the other rows' HTML in blocks of
+    PAGE_ROWS, as JSON for the script (see the module's docstring)."""
     audited = [(i, r, r.report) for i, r in enumerate(results) if r.report is not None]
-    audited.sort(key=lambda t: sort_key(t[0], t[2]))
-    rows = "".join(_row(rank, study, rep) for rank, (_, study, rep) in enumerate(audited, start=1))
-    if not rows:
+    if not audited:
         return '<h2>Audited studies</h2><p class="empty">No study was audited.</p>'
+    audited.sort(key=lambda t: sort_key(t[0], t[2]))
+    rows = [_row(rank, study, rep) for rank, (_, study, rep) in enumerate(audited, start=1)]
+    tags = [" ".join(row_tags(rep)) for _, _, rep in audited]
+    later = rows[PAGE_ROWS:]
+    blocks = "".join(
+        _json_block(later[start : start + PAGE_ROWS], 'class="rows"')
+        for start in range(0, len(later), PAGE_ROWS)
+    )
+    hidden = (
+        f'<noscript><p class="meta">Showing the first {PAGE_ROWS} of {len(rows)} studies: the rest and the '
+        "filters need JavaScript.</p></noscript>"
+        if later
+        else ""
+    )
     return (
         "<h2>Audited studies</h2>"
         + _filters(len(audited))
-        + '<table id="studies"><thead><tr><th>#</th><th>Study</th><th>Flags</th><th>Draft</th>'
-        "<th>Picture</th><th>Notes</th></tr></thead><tbody>" + rows + "</tbody></table>"
+        + f'<table id="studies" data-page="{PAGE_ROWS}"><thead><tr><th>#</th><th>Study</th><th>Flags</th>'
+        "<th>Draft</th><th>Picture</th><th>Notes</th></tr></thead><tbody>"
+        + "".join(rows[:PAGE_ROWS])
+        + '</tbody></table><button type="button" id="more" hidden>Show more</button>'
+        + hidden
+        + _json_block(tags, 'id="row-tags"')
+        + blocks
     )
 
 

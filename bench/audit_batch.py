@@ -12,15 +12,19 @@ Run: python bench/audit_batch.py [--studies 500] [--keep DIR]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import hashlib
 import json
 import random
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from auditor.batch import PICTURES, REPORT, RESULTS, read_worklist, run_batch
+from auditor.batch import PICTURE_BYTES, PICTURE_SIDE, PICTURES, REPORT, RESULTS, read_worklist, run_batch
 from auditor.config import Settings
 from auditor.labels import FINDING_LABELS
 
@@ -79,25 +83,52 @@ def size_mb(path: Path) -> float:
     return path.stat().st_size / 1e6
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--studies", type=int, default=500)
+def arguments(parser: argparse.ArgumentParser, studies: int) -> argparse.Namespace:
+    """--studies and --keep (shared with bench/report_scale.py); the NIH images must be there."""
+    parser.add_argument("--studies", type=int, default=studies)
     parser.add_argument("--keep", help="write the run here (default: a temporary folder)")
     args = parser.parse_args()
     if not NIH.is_dir():
         raise SystemExit(f"NIH images not found at {NIH}")
+    return args
+
+
+@contextlib.contextmanager
+def bench_folder(keep: str | None) -> Iterator[Path]:
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(args.keep or tmp)
+        folder = Path(keep or tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        worklist, replay = build(folder, args.studies)
-        settings = Settings(grounder="replay", replay=replay, reader="rules")
-        out = folder / "out"
-        t0 = time.perf_counter()
-        summary = run_batch(read_worklist(worklist), out, settings)
-        run_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        rerun = run_batch(read_worklist(worklist), out, settings)
-        rerun_s = time.perf_counter() - t0
+        yield folder
+
+
+@dataclass(frozen=True)
+class Runs:
+    """A whole run of the worklist, then a rerun that finds every study finished."""
+
+    out: Path
+    summary: dict[str, Any]
+    run_s: float
+    rerun: dict[str, Any]
+    rerun_s: float
+
+
+def run_twice(folder: Path, studies: int) -> Runs:
+    worklist, replay = build(folder, studies)
+    settings = Settings(grounder="replay", replay=replay, reader="rules")
+    out = folder / "out"
+    t0 = time.perf_counter()
+    summary = run_batch(read_worklist(worklist), out, settings)
+    run_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rerun = run_batch(read_worklist(worklist), out, settings)
+    return Runs(out, summary, run_s, rerun, time.perf_counter() - t0)
+
+
+def main() -> None:
+    args = arguments(argparse.ArgumentParser(description=__doc__.split("\n")[0]), 500)
+    with bench_folder(args.keep) as folder:
+        runs = run_twice(folder, args.studies)
+        out, summary, run_s, rerun, rerun_s = runs.out, runs.summary, runs.run_s, runs.rerun, runs.rerun_s
         pictures = list((out / PICTURES).glob("*.jpg"))
         mean_kb = sum(p.stat().st_size for p in pictures) / max(1, len(pictures)) / 1e3
         print(f"studies: {summary['studies']} ({summary['audited']} audited, {summary['failed']} failed)")
@@ -108,7 +139,8 @@ def main() -> None:
         )
         print(f"rerun, all {rerun['resumed']} finished: {rerun_s:.2f} s (read back + summary + report)")
         print(f"report.html: {size_mb(out / REPORT):.1f} MB; results.jsonl: {size_mb(out / RESULTS):.1f} MB")
-        print(f"pictures: {len(pictures)}, mean {mean_kb:.0f} KB (JPEG, max side 384 px, cap 80 KB)")
+        cap = f"JPEG, max side {PICTURE_SIDE} px, cap {PICTURE_BYTES // 1000} KB; thumbs: pictures/small"
+        print(f"pictures: {len(pictures)}, mean {mean_kb:.0f} KB ({cap})")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 cold start = from spawning `cxr-auditor serve` to `tools/list` answered (median of --starts runs);
 round trip = one parse_draft call then one compare call on the same session (median of --calls).
+baseline = the same cold start for bench/noop_server.py (one trivial tool on the same SDK), run the
+same way, interleaved with ours; the ratio is what start-up costs beyond the SDK itself.
 Run: python bench/mcp_stdio.py [--starts 10] [--calls 200]
 """
 
@@ -66,10 +68,17 @@ def main() -> None:
         params = StdioServerParameters(
             command=CLI, args=["serve", "--grounder", "replay", "--replay", str(replay_file(Path(tmp)))]
         )
-        starts = [anyio.run(cold_start, params) for _ in range(args.starts)]
+        noop = StdioServerParameters(command=sys.executable, args=[str(ROOT / "bench" / "noop_server.py")])
+        starts, base = [], []
+        for _ in range(args.starts):
+            starts.append(anyio.run(cold_start, params))
+            base.append(anyio.run(cold_start, noop))
         trips = anyio.run(round_trips, params, args.calls)
-    cold = statistics.median(starts) * 1000
-    print(f"cold start to tools/list over stdio: median {cold:.0f} ms ({args.starts} runs)")
+    cold, baseline = statistics.median(starts) * 1000, statistics.median(base) * 1000
+    print(
+        f"cold start to tools/list over stdio: median {cold:.0f} ms; no-op server on the same SDK "
+        f"{baseline:.0f} ms; ratio {cold / baseline:.2f}x ({args.starts} runs each)"
+    )
     print(
         f"parse_draft + compare round trip over stdio: median {statistics.median(trips) * 1000:.2f} ms, "
         f"p90 {sorted(trips)[int(0.9 * len(trips))] * 1000:.2f} ms ({args.calls} calls)"

@@ -26,10 +26,10 @@ from mcp.types import INVALID_PARAMS, ToolAnnotations
 from pydantic import Field, ValidationError
 
 import auditor
-from auditor.backends import BackendError
-from auditor.compare import DECISION_TABLE
+from auditor.compare import DECISION_COLUMNS, decision_table
 from auditor.dicomweb import find_study_images as find_images
 from auditor.dicomweb import image_or_study
+from auditor.errors import describe
 from auditor.labels import LABEL_ORDER, URGENT_LABELS, synonym_table
 from auditor.pipeline import Auditor
 from auditor.schema import AuditReport, Comparison, DraftReading, Grounding, Policy
@@ -49,28 +49,19 @@ from auditor.tool_io import (
     describe_invalid,
     tool_schemas,
 )
+from mcp_server import client_log, viewer
 from mcp_server import descriptions as text
-from mcp_server import viewer
 
 T = TypeVar("T")
 
 READ_ONLY = dict(read_only_hint=True, destructive_hint=False, idempotent_hint=True)
-TABLE_COLUMNS = ("image", "draft", "flag")
-"""The policy resource's table: what the image model found, what the draft says, what the judge flags."""
 
 
 def _error_message(exc: Exception) -> str:
-    """The one line a client shows. Only our own error types carry their text; anything else is named
-    by type, so that an unexpected error can never echo input data back."""
-    from auditor.images import ImageError
-
-    if isinstance(exc, ImageError):
-        return f"image ({exc.code}): {exc}"
-    if isinstance(exc, BackendError):
-        return f"model backend ({exc.code}): {exc}"
-    if isinstance(exc, ValueError):
-        return str(exc)
-    return f"internal error ({type(exc).__name__}); the server is still serving"
+    """The one line a client shows, in the words every surface uses (`auditor.errors.describe`): only
+    our own errors carry their text, so an unexpected error can never echo input data back."""
+    described = describe(exc)
+    return described.line if described.ours else f"{described.message}; the server is still serving"
 
 
 _WORKER_THREADS = 4
@@ -94,6 +85,8 @@ async def _run(ctx: Context | None, work: Callable[[Callable[[str], None]], T], 
             with contextlib.suppress(Exception):
                 anyio.from_thread.run(ctx.report_progress, min(done, steps), steps, message)
 
+    relay = client_log.relay_to(ctx)  # what the work logs (loading, generation, fallbacks) goes here
+
     # The slot is held by the thread, not by this call: a cancelled call returns at once, but its thread
     # keeps the slot until it really ends, so cancelling call after call cannot stack up threads.
     while not _SLOTS.acquire(blocking=False):
@@ -112,7 +105,8 @@ async def _run(ctx: Context | None, work: Callable[[Callable[[str], None]], T], 
         if not claim("running"):  # cancelled before the thread started: the slot was given back
             raise anyio.get_cancelled_exc_class()
         try:
-            return work(progress)
+            with client_log.routed(relay):
+                return work(progress)
         finally:
             _SLOTS.release()
 
@@ -164,6 +158,7 @@ def build_server(engine: Auditor) -> MCPServer:
     _add_tools(server, engine)
     _add_resources(server, engine)
     _add_prompt(server)
+    client_log.serve_logging(server)
     return server
 
 
@@ -325,8 +320,8 @@ def _add_resources(server: MCPServer, engine: Auditor) -> None:
         return _json(
             {
                 "policy": Policy().model_dump(mode="json"),
-                "columns": list(TABLE_COLUMNS),
-                "table": [dict(zip(TABLE_COLUMNS, row, strict=True)) for row in DECISION_TABLE],
+                "columns": list(DECISION_COLUMNS),
+                "table": decision_table(),
                 "disclaimer": text.DISCLAIMER,
             }
         )

@@ -9,13 +9,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from auditor import cli as core
+from auditor import cli
+from auditor import cli_common as core
 from auditor import cli_flags as flags
 from auditor.config import ConfigError
-
-
-def settings_from(args: argparse.Namespace) -> Any:
-    return flags.settings_from(args, {"http_token": args.token} if getattr(args, "token", None) else None)
 
 
 def _build_backends(engine: Any) -> None:
@@ -49,10 +46,7 @@ def _say_what_cannot_work(engine: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    try:
-        settings = settings_from(args)
-    except ConfigError as exc:
-        raise core.CliError(str(exc)) from None
+    settings = core.cli_settings(args, {"http_token": args.token} if args.token else None)
     if args.http:
         from mcp_server.serve import check_bind
 
@@ -97,9 +91,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = core.build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+def register(sub: Any) -> None:
+    """Add `serve` to the top-level subparsers, through the same hook as every command module."""
     p = sub.add_parser("serve", help="run the MCP server (stdio by default, --http for streamable HTTP)")
     flags.add_backend_flags(p)
     p.add_argument("--http", action="store_true", help="speak streamable HTTP instead of stdio")
@@ -118,11 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preload", action="store_true", help="load the models before serving")
     flags.add_progress_flag(p)
     p.set_defaults(func=cmd_serve)
-    return parser
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The library's commands and `serve`; with ``argv``, only the named command's module is imported."""
+    return cli.build_parser(argv, {"serve": "mcp_server.cli"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return core.run(build_parser(), argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return core.run(build_parser(argv), argv)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from mcp_types import CallToolRequestParams
 from PIL import Image as PILImage
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 import auditor
 from auditor.labels import HUMAN_NAMES
@@ -158,12 +158,9 @@ class SourceMemory:
 
 def result_sha256(tool: str, result: HandlerResult) -> str | None:
     """The image sha256 a successful `audit` or `ground_image` result records, if any."""
-    content = result.get("structuredContent") if isinstance(result, dict) else None
-    if content is None and result is not None and not isinstance(result, dict):
-        if getattr(result, "is_error", False):
-            return None
-        content = getattr(result, "structured_content", None)
-    if not isinstance(content, dict):
+    wire = result.model_dump(by_alias=True) if isinstance(result, BaseModel) else result or {}
+    content = wire.get("structuredContent")
+    if wire.get("isError") or not isinstance(content, dict):
         return None
     grounding = content.get("grounding") if tool == "audit" else content
     image = grounding.get("image") if isinstance(grounding, dict) else None

@@ -1,10 +1,12 @@
-"""Shared fixtures: the real NIH radiographs from ../shared/data and a replay file of recorded
-generations for them, so the whole loop runs end to end without model weights."""
+"""Shared fixtures: the real NIH radiographs from ../shared/data (radiograph-like stand-ins where it is
+absent) and a replay file of recorded generations for them, so the whole loop runs end to end without
+model weights."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -34,11 +36,29 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+SAMPLE_MODES = {
+    URGENT_PNG: "RGBA",
+    NORMAL_PNG: "RGBA",
+    GARBLED_PNG: "L",
+    UNRECORDED_PNG: "RGBA",
+    "00004296_000.png": "L",
+    "00009745_000.png": "L",
+}
+"""The samples the tests open through ``nih_images``, each in the mode its NIH file is stored in."""
+
+
 @pytest.fixture(scope="session")
-def nih_images() -> Path:
-    if not NIH_IMAGES.is_dir():
-        pytest.skip(f"shared NIH images not found at {NIH_IMAGES}")
-    return NIH_IMAGES
+def nih_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real NIH radiographs when ../shared is beside the clone; otherwise radiograph-like stand-ins
+    under the same names (tests/radiographs.py), so a fresh clone runs the same tool and plumbing tests.
+    Model outputs are replayed by image sha256, so either set drives the same code paths.
+    ``CXR_TEST_STAND_INS=1`` uses the stand-ins even where ../shared is present (the README's viewer
+    screenshot is made that way, so no NIH pixels are copied into the repository)."""
+    if NIH_IMAGES.is_dir() and not os.environ.get("CXR_TEST_STAND_INS"):
+        return NIH_IMAGES
+    from tests.radiographs import write_radiographs
+
+    return write_radiographs(tmp_path_factory.mktemp("nih_stand_ins"), SAMPLE_MODES)
 
 
 @pytest.fixture(scope="session")

@@ -59,8 +59,10 @@ def empty_replay(path: Path) -> Path:
 
 
 def write_replay(path: Path, extra: dict[str, str] | None = None) -> Path:
-    """Recorded outputs for the conftest images plus ``extra`` ({sha256: raw_output})."""
-    records = {sha256_of(NIH / name): raw for name, raw in RECORDED_OUTPUTS.items()} | (extra or {})
+    """Recorded outputs for the conftest images (those present: a test that needs them is needs_nih) plus
+    ``extra`` ({sha256: raw_output})."""
+    recorded = {name: raw for name, raw in RECORDED_OUTPUTS.items() if (NIH / name).is_file()}
+    records = {sha256_of(NIH / name): raw for name, raw in recorded.items()} | (extra or {})
     lines = [json.dumps({"image_sha256": sha, "raw_output": raw}) for sha, raw in records.items()]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -586,7 +588,7 @@ def test_the_first_load_failure_stops_the_run(tmp_path: Path) -> None:
     with pytest.raises(CliError) as err:
         run_batch(studies, tmp_path / "out", settings(replay), grounder=grounder)
     assert grounder.calls == 1, "not one load attempt per study"
-    assert err.value.code == 3 and "\n" not in str(err.value)
+    assert err.value.exit_status == 3 and err.value.code == "model_unavailable" and "\n" not in str(err.value)
     assert str(err.value).startswith("stopped at study 's0' after 0 finished")
     assert "model backend (load_failed)" in str(err.value) and "rerun to resume" in str(err.value)
 
@@ -615,11 +617,14 @@ def test_audit_batch_without_the_image_model_stops_before_any_work(
 
 
 def test_summary_counts_urgent_not_in_the_draft_apart() -> None:
-    from auditor.batch import summarize
+    from auditor.batch import ResultLine, summarize
+    from auditor.schema import Comparison, Flag
 
-    def line(ident: str, *statuses: str) -> dict[str, Any]:
-        flags = [{"kind": "URGENT", "draft_status": s} for s in statuses]
-        return {"id": ident, "report": {"comparison": {"flags": flags, "mode": "full"}}}
+    def line(ident: str, *statuses: str) -> ResultLine:
+        """Only what the totals read, built without validation (as the old dict lines were)."""
+        flags = [Flag.model_construct(kind="URGENT", draft_status=s) for s in statuses]
+        comparison = Comparison.model_construct(flags=flags, mode="full")
+        return ResultLine(id=ident, report=AuditReport.model_construct(comparison=comparison))
 
     summary = summarize(
         [line("a", "present"), line("b", "denied", "present"), line("c", "not_mentioned"), line("d")]

@@ -1,4 +1,5 @@
-"""The judge, row by row against the table in DESIGN.md, plus degradation, policy, context and order."""
+"""The judge, row by row against its decision table (ARCHITECTURE.md), plus degradation, policy,
+context and order."""
 
 from __future__ import annotations
 

@@ -216,8 +216,8 @@ def test_image_only_pass_checks_no_side() -> None:
 
 
 def test_decision_table_has_the_laterality_rows() -> None:
-    flags = [row[2] for row in DECISION_TABLE]
-    assert "LATERALITY (opposite_side)" in flags and "LATERALITY (both_sides_on_image)" in flags
+    rules = [row.rule_id for row in DECISION_TABLE if row.flag == "LATERALITY"]
+    assert rules == ["LATERALITY.opposite_side", "LATERALITY.both_sides_on_image"]
 
 
 # --- the cases, with the rule reader ----------------------------------------------------------------

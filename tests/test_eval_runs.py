@@ -319,7 +319,7 @@ def test_the_flag_metrics_catch_a_reader_that_ignores_negation(cx_json: Path, tm
 def test_progress_bar_draws_only_when_asked_or_on_a_tty() -> None:
     import io
 
-    from auditor.eval.progress import Progress
+    from auditor.runfolder import Progress
 
     quiet = io.StringIO()
     bar = Progress(3, stream=quiet)  # a StringIO is no TTY
@@ -327,7 +327,7 @@ def test_progress_bar_draws_only_when_asked_or_on_a_tty() -> None:
     bar.close()
     assert quiet.getvalue() == ""
     loud = io.StringIO()
-    bar = Progress(3, 1, enabled=True, stream=loud)
+    bar = Progress(3, 1, label="eval", enabled=True, stream=loud)
     bar.update(2)
     bar.close()
-    assert "3/3 items" in loud.getvalue() and loud.getvalue().endswith("\n")
+    assert "eval [" in loud.getvalue() and "3/3 100%" in loud.getvalue() and loud.getvalue().endswith("\n")

@@ -29,7 +29,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from mcp import Client  # noqa: E402
-from mcp.types import TextContent  # noqa: E402
+from mcp.types import LoggingMessageNotificationParams, TextContent  # noqa: E402
 
 from auditor.backends import BackendError  # noqa: E402
 from auditor.backends.hf import (  # noqa: E402
@@ -581,10 +581,8 @@ def _error_text(result: Any) -> str:
 
 
 @pytest.fixture()
-def nih() -> Path:
-    if not (NIH_IMAGES / URGENT_PNG).is_file():
-        pytest.skip(f"shared NIH images not found at {NIH_IMAGES}")
-    return NIH_IMAGES
+def nih(nih_images: Path) -> Path:
+    return nih_images
 
 
 def test_mcp_tools_on_the_real_backends(
@@ -618,6 +616,26 @@ def test_mcp_tools_on_the_real_backends(
         ]
 
     _run(server, body)
+
+
+def test_mcp_model_loading_is_logged_to_the_client(tiny: Tiny, nih: Path) -> None:
+    """The first call loads the image model: the client hears it start and end, then the generation."""
+    server = build_server(Auditor(tiny.settings(), grounder=HFGrounder(tiny.settings())))
+    seen: list[tuple[str, str]] = []
+
+    async def on_log(params: LoggingMessageNotificationParams) -> None:
+        seen.append((params.level, str(params.data)))
+
+    async def main() -> None:
+        async with Client(server, mode="legacy", logging_callback=on_log) as client:
+            g = await client.call_tool("ground_image", {"image": str(nih / URGENT_PNG)})
+            assert not g.is_error, g
+
+    anyio.run(main)
+    assert [level for level, _ in seen] == ["info", "info", "info"], seen
+    assert seen[0][1] == f"image model: loading {tiny.gemma}"
+    assert seen[1][1].startswith(f"image model: {tiny.gemma} loaded on cpu (") and seen[1][1].endswith(" s")
+    assert seen[2][1].startswith(f"image model (hf {tiny.gemma}): ") and "tokens: " in seen[2][1]
 
 
 def test_mcp_failing_grounder_then_serving(tiny: Tiny, reader: HFReader, nih: Path, tmp_path: Path) -> None:

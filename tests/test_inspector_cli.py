@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from auditor.draft_rules import read_draft
+from mcp_server.viewer import PREVIEW_TOOL, VIEWER_TOOLS, VIEWER_URI
 from tests.conftest import URGENT_PNG
 from tests.test_mcp_server import TOOLS
 
@@ -51,6 +52,10 @@ def test_inspector_lists_the_tools(replay_file: Path) -> None:
     tools = {t["name"]: t for t in listed["tools"]}  # type: ignore[union-attr, index]
     assert set(tools) == TOOLS
     assert "outputSchema" in tools["compare"]
+    # the MCP Apps links: what a host that renders the audit viewer reads
+    for name in VIEWER_TOOLS:
+        assert tools[name]["_meta"]["ui"] == {"resourceUri": VIEWER_URI}, name  # type: ignore[index]
+    assert tools[PREVIEW_TOOL]["_meta"]["ui"]["visibility"] == ["app"]  # type: ignore[index]
 
 
 def test_inspector_calls_parse_draft_and_compare(replay_file: Path, nih_images: Path) -> None:

@@ -149,9 +149,14 @@ def test_the_prompt_without_arguments_is_a_clear_error(server: Any) -> None:
 
 
 def test_the_policy_table_has_column_names(server: Any) -> None:
+    """The resource serves the judge's own table (hedged rules and LATERALITY included), by column."""
+    from auditor.compare import DECISION_COLUMNS, decision_table
+
     async def body(client: Client) -> None:
         policy = json.loads((await client.read_resource("cxr://policy")).contents[0].text)  # type: ignore[union-attr]
-        assert policy["columns"] == ["image", "draft", "flag"]
-        assert {"image": "absent", "draft": "present", "flag": "UNSUPPORTED"} in policy["table"]
+        assert policy["columns"] == list(DECISION_COLUMNS)
+        assert policy["table"] == decision_table()
+        rules = {row["rule_id"] for row in policy["table"]}
+        assert {"MISSING.hedged", "UNSUPPORTED.hedged", "LATERALITY.opposite_side"} <= rules
 
     run(server, body)

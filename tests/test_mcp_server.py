@@ -21,7 +21,16 @@ from auditor.tool_io import TOOL_MODELS
 from mcp_server.app import build_server
 from tests.conftest import GARBLED_PNG, NORMAL_PNG, UNRECORDED_PNG, URGENT_PNG
 
-TOOLS = {"ground_image", "parse_draft", "compare", "audit", "render_findings", "find_study_images"}
+TOOLS = {
+    "ground_image",
+    "parse_draft",
+    "compare",
+    "audit",
+    "render_findings",
+    "find_study_images",
+    "preview_image",
+}
+"""Every tool the server lists; preview_image is the audit viewer's own (MCP Apps visibility "app")."""
 
 
 @pytest.fixture()
@@ -52,7 +61,7 @@ def test_tools_are_typed_annotated_and_disclaimed(server: Any) -> None:
             assert tool.annotations.idempotent_hint is True
             assert tool.annotations.destructive_hint is False
             assert "not a diagnosis" in (tool.description or "")
-            if name == "render_findings":
+            if name in ("render_findings", "preview_image"):
                 assert tool.output_schema is None  # an image only: no structured content
             else:
                 assert tool.output_schema is not None
@@ -192,11 +201,12 @@ def test_resources_and_prompt(server: Any) -> None:
         policy = json.loads((await client.read_resource("cxr://policy")).contents[0].text)  # type: ignore[union-attr]
         assert policy["policy"]["uncertain_satisfies_image"] is True
         assert policy["policy"]["check_laterality"] is True
-        assert {
+        opposite = {  # rows keyed by the column names (policy["columns"])
             "image": "present, every box clearly on the other side",
-            "draft": "asserted on one side",
-            "flag": "LATERALITY (opposite_side)",
-        } in policy["table"]  # rows keyed by the column names (policy["columns"])
+            "flag": "LATERALITY",
+            "rule_id": "LATERALITY.opposite_side",
+        }
+        assert any(opposite.items() <= row.items() for row in policy["table"])
 
         prompts = {p.name for p in (await client.list_prompts()).prompts}
         assert "audit_draft" in prompts

@@ -17,6 +17,7 @@ import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
+from mcp.types import LoggingMessageNotificationParams
 
 from auditor.schema import Comparison, DraftReading
 from tests.conftest import URGENT_PNG
@@ -122,6 +123,31 @@ def test_http_with_token(http_server: tuple[str, str], nih_images: Path) -> None
             await exercise(client, str(nih_images / URGENT_PNG))
 
     anyio.run(main)
+
+
+def test_http_client_hears_the_activity(http_server: tuple[str, str], nih_images: Path) -> None:
+    """HTTP answers in JSON mode, so log notifications come on the client's standing GET stream."""
+    url, token = http_server
+    seen: list[LoggingMessageNotificationParams] = []
+
+    async def on_log(params: LoggingMessageNotificationParams) -> None:
+        seen.append(params)
+
+    async def main() -> None:
+        async with (
+            httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http,
+            Client(
+                streamable_http_client(url, http_client=http), mode="legacy", logging_callback=on_log
+            ) as c,
+        ):
+            await c.set_logging_level("info")
+            assert not (await c.call_tool("ground_image", {"image": str(nih_images / URGENT_PNG)})).is_error
+            with anyio.fail_after(10):
+                while not seen:
+                    await anyio.sleep(0.02)
+
+    anyio.run(main)
+    assert seen[0].level == "info" and str(seen[0].data).startswith("image model (replay ")
 
 
 def test_http_refuses_missing_or_wrong_token_and_foreign_hosts(http_server: tuple[str, str]) -> None:

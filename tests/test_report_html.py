@@ -8,13 +8,12 @@ import base64
 import hashlib
 import re
 from collections.abc import Sequence
-from dataclasses import asdict
 from typing import Any
 
 import pytest
 from PIL import Image
 
-from auditor.batch import summarize
+from auditor.batch import ResultLine, summarize
 from auditor.compare import compare
 from auditor.draft_rules import read_draft
 from auditor.labels import Label
@@ -82,12 +81,7 @@ def results() -> list[StudyResult]:
 
 def summary_of(results: Sequence[StudyResult]) -> dict[str, Any]:
     """The totals audit-batch would pass in: ``summarize`` over the results lines."""
-    lines: list[dict[str, Any]] = [
-        {"id": r.id, "report": r.report.model_dump(mode="json")}
-        if r.report is not None
-        else {"id": r.id, "error": asdict(r.error or StudyFailure("unknown", "no result"))}
-        for r in results
-    ]
+    lines = [ResultLine(id=r.id, report=r.report, error=r.error) for r in results]
     return summarize(lines)
 
 
@@ -113,7 +107,8 @@ def test_rows_sorted_urgent_first_then_by_flags(results: list[StudyResult]) -> N
 
 def test_everything_from_a_study_is_escaped(results: list[StudyResult]) -> None:
     text = page(results)
-    assert text.count("<script>") == 1 and text.count("<script") == 1, "only our own script"
+    data_blocks = text.count('<script type="application/json"')
+    assert text.count("<script>") == 1 and text.count("<script") == 1 + data_blocks, "only our own script"
     assert "<img src=x" not in text and "alert(2)</script>" not in text
     assert "No acute disease &lt;script&gt;alert(2)&lt;/script&gt;." in text
     assert "gone &amp; lost" in text and "no such file: /x/&lt;y&gt;.png" in text
@@ -291,11 +286,17 @@ def test_context_cautions_sit_beside_the_flags_not_in_the_notes() -> None:
     assert "pediatric_caution" not in notes_cell and "ap_view_heart_size" not in notes_cell
 
 
-def test_pictures_enlarge_on_click_and_are_drawn_large_enough() -> None:
+def test_the_thumbnail_opens_the_full_size_picture_beside_the_page() -> None:
     from auditor.batch import PICTURE_SIDE
-    from auditor.report_html import CSP
 
-    html_text = page([StudyResult("a", report=audit(grounding(PTX), ""))])
-    assert 'classList.toggle("big")' in html_text and "td.picture img.big" in html_text
-    assert "script-src" in CSP  # the click handler is inside the hashed inline script
-    assert PICTURE_SIDE >= 640
+    report = audit(grounding(PTX), "")
+    study = StudyResult(
+        "a", report=report, picture=picture(report.grounding, report), picture_file="pictures/0a.jpg"
+    )
+    html_text = page([study])
+    cell = html_text.split('<td class="picture">', 1)[1].split("</td>", 1)[0]
+    assert cell.startswith('<a href="pictures/0a.jpg" target="_blank" rel="noopener noreferrer"')
+    assert cell.count("data:image/jpeg;base64,") == 1  # only the thumbnail is embedded
+    refs = re.findall(r'\b(?:src|href)="([^"]*)"', html_text)
+    assert all(r.startswith(("data:", "#")) or r == "pictures/0a.jpg" for r in refs), refs
+    assert PICTURE_SIDE >= 640  # large enough to see a nodule's box once opened

@@ -34,7 +34,7 @@ from auditor.pipeline import Auditor
 from mcp_server.app import build_server
 from mcp_server.viewer import PREVIEW_TOOL, VIEWER_URI
 from tests.chromium import NEEDS_CHROMIUM, TIMEOUT_S, Cdp, chromium
-from tests.conftest import URGENT_PNG
+from tests.conftest import GARBLED_PNG, URGENT_PNG
 
 ROOT = Path(__file__).resolve().parents[1]
 EXT_APPS = Path(os.environ.get("MCP_EXT_APPS_DIR") or ROOT / ".ci" / ".ext-apps")
@@ -164,10 +164,11 @@ def open_viewer(cdp: Cdp, host_page: str, host: Host, tool: str, arguments: dict
     return viewer
 
 
-PICTURE_SHOWN = "(() => { const i = document.getElementById('xray'); return !i.hidden && i.complete && i.naturalWidth > 0; })()"
+PICTURE_SHOWN = "(i => !i.hidden && i.complete && i.naturalWidth > 0)(document.getElementById('xray'))"
 BOXES = """(() => {
   const img = document.getElementById('xray').getBoundingClientRect();
-  return {size: [img.width, img.height], boxes: Array.from(document.querySelectorAll('#boxes .box')).map(b => {
+  const boxes = Array.from(document.querySelectorAll('#boxes .box'));
+  return {size: [img.width, img.height], boxes: boxes.map(b => {
     const r = b.getBoundingClientRect();
     return {label: b.dataset.label, kind: b.className.split(' ').find(c => c.startsWith('k-')),
       colour: getComputedStyle(b).borderTopColor, selected: b.classList.contains('sel'),
@@ -208,16 +209,40 @@ def rgb(colour: tuple[int, int, int]) -> str:
     return "rgb({}, {}, {})".format(*colour)
 
 
+def blocked_by_csp(cdp: Cdp, session: str) -> list[str]:
+    """The requests (not data: URIs) Chromium announced in ``session`` and refused for the CSP unsent."""
+    announced = {
+        e["params"]["requestId"]: e["params"]["request"]["url"]
+        for e in cdp.events
+        if e.get("sessionId") == session
+        and e["method"] == "Network.requestWillBeSent"
+        and not e["params"]["request"]["url"].startswith("data:")
+    }
+    refused = {
+        e["params"]["requestId"]
+        for e in cdp.events
+        if e.get("sessionId") == session
+        and e["method"] == "Network.loadingFailed"
+        and e["params"].get("blockedReason") == "csp"
+    }
+    assert set(announced) <= refused, announced  # nothing else was even announced
+    return sorted(announced.values())
+
+
 def screenshot(viewer: Viewer, path: Path) -> None:
-    """The host page as a person sees it; saved again (palette PNG, small) where CXR_VIEWER_SCREENSHOT says."""
-    shot = viewer.cdp.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, viewer.page)
+    """The host page as a person sees it; also saved (a palette PNG) where CXR_VIEWER_SCREENSHOT says."""
+    shot = viewer.cdp.call(
+        "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, viewer.page
+    )
     path.write_bytes(base64.b64decode(shot["data"]))
     with Image.open(path) as im:
         lo, hi = im.convert("L").getextrema()
         assert isinstance(lo, int) and isinstance(hi, int) and hi - lo > 100, "the screenshot is blank"
         keep = os.environ.get("CXR_VIEWER_SCREENSHOT")
         if keep:
-            height = int(viewer.cdp.js(viewer.page, "document.querySelector('iframe').getBoundingClientRect().bottom"))
+            height = int(
+                viewer.cdp.js(viewer.page, "document.querySelector('iframe').getBoundingClientRect().bottom")
+            )
             crop = im.convert("RGB").crop((0, 0, WIDTH, min(im.height, height)))
             crop.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(keep, optimize=True)
     print(f"\nscreenshot of the audit viewer: {path}")
@@ -228,7 +253,7 @@ def test_viewer_shows_an_audit_and_reruns_compare(
 ) -> None:
     arguments = {"image": str(nih_images / URGENT_PNG), "draft": DRAFT}
     viewer = open_viewer(browser, host_page, host, "audit", arguments)
-    report = host.calls[0][1] and host.call("audit", arguments)["structuredContent"]
+    report = host.call("audit", arguments)["structuredContent"]
     original = report["comparison"]["flags"]
     assert [f["kind"] for f in original] == ["URGENT", "MISSING", "UNSUPPORTED"]
 
@@ -268,8 +293,6 @@ def test_viewer_shows_an_audit_and_reruns_compare(
         assert lit["boxes"] == [f["label"] for f in flag["image_evidence"] if f.get("box")], flag
         assert "".join(lit["text"]) == "".join(m["span"] for m in flag["draft_evidence"]), flag
         click_flag(viewer, index)  # and a second click clears it
-    assert click_flag(viewer, 2)["text"] == ["Small right pleural effusion"] or viewer.js(LIT)["text"]
-    click_flag(viewer, 2)
     lit = click_flag(viewer, 0)
     assert lit["boxes"] == ["pneumothorax"]
     screenshot(viewer, tmp_path / "viewer.png")
@@ -313,13 +336,14 @@ def test_viewer_shows_an_audit_and_reruns_compare(
     statuses = {m["label"]: m["status"] for m in sent["reading"]["mentions"]}
     assert statuses["pneumothorax"] == "present"
     rerun = host.call("compare", sent)["structuredContent"]
-    print("RERUN", [(f["kind"], f["label"], f["rule_id"]) for f in rerun["flags"]])
     assert [(f["kind"], f["label"]) for f in rerun["flags"]] == [
         ("URGENT", "pneumothorax"),
         ("UNSUPPORTED", "pleural_effusion"),
         ("UNSUPPORTED", "cardiomegaly"),
-    ] or [f["kind"] for f in rerun["flags"]].count("UNSUPPORTED") == 2
-    assert [(f["kind"], f["rule"]) for f in viewer.js(FLAGS)] == [(f["kind"], f["rule_id"]) for f in rerun["flags"]]
+    ]
+    assert [(f["kind"], f["rule"]) for f in viewer.js(FLAGS)] == [
+        (f["kind"], f["rule_id"]) for f in rerun["flags"]
+    ]
     notes = viewer.js("document.getElementById('notes').textContent")
     assert "grounding_edited" in notes and "reading_edited" in notes
     assert viewer.js("document.querySelector('#runs button[aria-pressed=true]').textContent") == "Re-run 1"
@@ -334,7 +358,8 @@ def test_viewer_shows_an_audit_and_reruns_compare(
     layout = viewer.js(
         "(() => { const a = document.getElementById('image-section').getBoundingClientRect();"
         " const b = document.getElementById('text-section').getBoundingClientRect();"
-        " return {stacked: b.top >= a.bottom - 1, overflow: document.documentElement.scrollWidth - innerWidth}; })()"
+        " const overflow = document.documentElement.scrollWidth - document.documentElement.clientWidth;"
+        " return {stacked: b.top >= a.bottom - 1, overflow}; })()"
     )
     assert layout == {"stacked": True, "overflow": 0}
 
@@ -353,12 +378,15 @@ def test_viewer_shows_an_audit_and_reruns_compare(
         " const s = document.createElement('script'); s.textContent = 'window.injected = 1';"
         " document.body.appendChild(s);"
         " fetch('http://127.0.0.1:9/y').then(() => 'fetched', () => 'refused')"
-        ".then(r => setTimeout(() => done({fetch: r, seen: seen.sort(), injected: !!window.injected}), 200)); })"
+        ".then(r => setTimeout(() => done({fetch: r, seen: seen.sort(), injected: !!window.injected}), 200));"
+        " })"
     )
-    assert blocked == {"fetch": "refused", "seen": ["connect-src", "img-src", "script-src-elem"], "injected": False}
-    print("BLOCKED", blocked, browser.problems(viewer.frame, "about:srcdoc"))
-    _, requests = browser.problems(viewer.frame, "about:srcdoc")
-    assert not any("127.0.0.1:9" in r for r in requests) or True
+    assert blocked == {
+        "fetch": "refused",
+        "seen": ["connect-src", "img-src", "script-src-elem"],
+        "injected": False,
+    }
+    assert blocked_by_csp(browser, viewer.frame) == ["http://127.0.0.1:9/x.png"]
 
 
 def test_viewer_opened_by_compare_finds_its_image(
@@ -374,5 +402,23 @@ def test_viewer_opened_by_compare_finds_its_image(
     assert {b["label"] for b in viewer.js(BOXES)["boxes"]} == set(KNOWN_BOXES)
     assert [f["kind"] for f in viewer.js(FLAGS)] == ["URGENT", "MISSING"]
     assert viewer.js("document.getElementById('draft').textContent") == "Cardiomegaly. No pneumothorax."
+    errors, requests = browser.problems(viewer.frame, "about:srcdoc")
+    assert errors == [] and requests == [], (errors, requests)
+
+
+def test_viewer_says_when_the_image_stage_failed(
+    browser: Cdp, host_page: str, host: Host, nih_images: Path
+) -> None:
+    """A failed grounding is shown as failed, never as an image with nothing on it."""
+    viewer = open_viewer(browser, host_page, host, "ground_image", {"image": str(nih_images / GARBLED_PNG)})
+    viewer.until(PICTURE_SHOWN)
+    assert viewer.js(BOXES)["boxes"] == []
+    assert "image stage failed" in viewer.js("document.getElementById('findings').textContent")
+    assert viewer.js("document.querySelector('#stages tr[data-stage=image] .o-failed').textContent") == (
+        "failed"
+    )
+    status = viewer.js("document.getElementById('status').textContent")
+    assert status == "Image findings: findings only, not compared."
+    assert viewer.js("document.getElementById('notes').textContent") != "No notes."
     errors, requests = browser.problems(viewer.frame, "about:srcdoc")
     assert errors == [] and requests == [], (errors, requests)

@@ -9,22 +9,24 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
+from auditor.errors import AuditorError
 from auditor.schema import DraftReading, Grounding
 
 if TYPE_CHECKING:
     from auditor.images import LoadedImage
 
 
-class BackendError(RuntimeError):
+class BackendError(AuditorError, RuntimeError):
     """A backend could not do its job (model failed to load, engine down, no recorded output).
 
     Distinct from bad input: the caller gets a clear error or a visible degraded result, and the
     server keeps serving. ``code`` is stable snake_case, e.g. ``load_failed``, ``out_of_memory``.
     """
 
+    surface = "model backend"
+
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+        super().__init__(message, code)
 
 
 class BackendState(BaseModel):

@@ -27,6 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
+from auditor.activity import log as activity
+from auditor.activity import stage_name
 from auditor.backends import BackendError, BackendState
 from auditor.backends.availability import HUB, LoadMemory, ensure_local, weights_detail
 from auditor.config import Settings
@@ -261,18 +263,25 @@ class _HFBackend:
             except BackendError as exc:
                 self._last_error = str(exc)
                 raise
+            stage = stage_name(self.role)
+            activity.info("%s: loading %s", stage, self.model_id)
             try:
                 with HUB.offline():
                     model, processor, device, dtype = self._load_parts()
             except BackendError as exc:
                 failure = self._memory.remember(exc)
                 self._last_error = str(failure)
+                activity.error("%s: %s could not be loaded (%s)", stage, self.model_id, failure.code)
                 raise failure from None
             self._memory.forget()
             self._processor, self._device, self._dtype = processor, device, _dtype_name(dtype)
             self._model = model  # published last: `loaded` means every part is ready
             self._last_error = None
-            return _ms(started)
+            took = _ms(started)
+            activity.info(
+                "%s: %s loaded on %s (%s) in %.1f s", stage, self.model_id, device, self._dtype, took / 1000
+            )
+            return took
 
     def _load_parts(self) -> tuple[Any, Any, str, Any]:
         """Build model and processor into locals; on any failure drop both and raise load_failed."""

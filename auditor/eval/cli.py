@@ -16,17 +16,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from auditor.cli_common import EXIT_INTERRUPTED, CliError, emit
+
 if TYPE_CHECKING:
     from auditor.config import Settings
     from auditor.eval.grounders import ItemGrounder
     from auditor.eval.items import EvalItem
     from auditor.eval.runs import Command, RunPlan
 
-EXIT_INTERRUPTED = 130
-
 
 def cmd_eval_reader(args: argparse.Namespace) -> int:
-    from auditor.cli import CliError, emit
     from auditor.eval.reader_eval import evaluate_reader, write_run
 
     kind, _, path = args.dataset.partition(":")
@@ -54,7 +53,6 @@ def _settings(args: argparse.Namespace, grounder: str | None) -> Settings:
 
 def _plan(args: argparse.Namespace, command: Command) -> RunPlan:
     """Datasets, grounder, reader and settings from the flags; every bad value is one CliError line."""
-    from auditor.cli import CliError
     from auditor.eval.datasets import load_all, parse_spec
     from auditor.eval.runs import RunPlan, generation_settings
 
@@ -100,7 +98,6 @@ def _grounder(
     """The oracle (gold boxes, no images), or a factory grounder fed each item's image."""
     from auditor.backends import BackendError
     from auditor.backends.factory import make_grounder
-    from auditor.cli import CliError
     from auditor.config import ConfigError
     from auditor.eval.grounders import ImageItemGrounder, OracleItemGrounder, replay_extra
 
@@ -142,7 +139,6 @@ def _attach_reader(plan: RunPlan, settings: Settings, kind: str) -> None:
     reader would score the rule reader under this reader's name. Its failures are the item's."""
     from auditor.backends import BackendError
     from auditor.backends.factory import make_reader
-    from auditor.cli import CliError
 
     try:
         reader = make_reader(settings, kind)
@@ -159,7 +155,6 @@ def _attach_reader(plan: RunPlan, settings: Settings, kind: str) -> None:
 
 
 def _execute(plan: RunPlan) -> int:
-    from auditor.cli import CliError, emit
     from auditor.eval.runs import execute
     from auditor.eval.runstore import RunError
 
@@ -193,7 +188,6 @@ def cmd_eval_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_compare(args: argparse.Namespace) -> int:
-    from auditor.cli import CliError
     from auditor.eval.compare_runs import compare_markdown, load_run
     from auditor.eval.runstore import RunError
 

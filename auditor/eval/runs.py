@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from auditor.eval.datasets import LoadedDataset, sha256_file
 from auditor.eval.grounders import ItemGrounder
 from auditor.eval.items import EvalItem
-from auditor.eval.progress import Progress
 from auditor.eval.provenance import code_version, config_hash, environment
 from auditor.eval.records import ItemRecord
 from auditor.eval.report import report_markdown
@@ -24,6 +23,7 @@ from auditor.eval.runstore import RunError, RunStore, ids_in_order, write_json, 
 from auditor.eval.score import score
 from auditor.eval.steps import Reader, audit_step, ground_step
 from auditor.eval.synthetic import SYNTHETIC_VERSION
+from auditor.runfolder import Progress
 
 if TYPE_CHECKING:
     from auditor.config import Settings
@@ -178,7 +178,7 @@ def _run_and_score(
         raise RunError(f"{plan.out}: records for ids not in the dataset, e.g. {stray[:3]}")
     step = _step(plan)
     todo = [i for i in plan.items if i.id not in done]
-    bar = Progress(len(plan.items), len(plan.items) - len(todo), enabled=plan.progress)
+    bar = Progress(len(plan.items), len(plan.items) - len(todo), label="eval", enabled=plan.progress)
     t0 = time.perf_counter()
     try:
         for item in todo:

@@ -14,82 +14,48 @@ so a second run into the same folder fails at once instead of interleaving its r
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from pydantic import ValidationError
-
+from auditor.errors import AuditorError
 from auditor.eval.provenance import config_diff, config_hash
 from auditor.eval.records import ItemRecord
+from auditor.runfolder import LOCK_FILE, FolderBusy, FolderLock, JsonlScan, read_jsonl, repair_jsonl
+from auditor.runfolder import write_text_atomic as write_text_atomic
 
 RUN_FILE = "run.json"
 ITEMS_FILE = "items.jsonl"
-LOCK_FILE = ".lock"
 PARTIAL_NOTE = f"{ITEMS_FILE}: discarded a partial last line (item redone)"
 
 
-class RunError(ValueError):
+class RunError(AuditorError, ValueError):
     """The run folder cannot be used as asked; the message says why and what to do."""
 
-
-@dataclass
-class ParsedItems:
-    """``items.jsonl`` as read: its records, and how many leading bytes hold them (``keep``).
-
-    ``torn`` is true when a last line was cut off mid-write; ``newline_lost`` when the last whole record
-    has no newline after it. Either way the file needs repair before more records are appended to it.
-    """
-
-    records: dict[str, ItemRecord] = field(default_factory=dict)
-    keep: int = 0
-    size: int = 0
-    torn: bool = False
-    newline_lost: bool = False
-
-    @property
-    def needs_repair(self) -> bool:
-        return self.keep < self.size or self.newline_lost
+    code = "invalid_run_folder"
 
 
-def parse_items(path: Path) -> ParsedItems:
-    """Read ``items.jsonl`` without changing it. A torn last line is ignored; any other bad line, or a
-    second record for one id, is a RunError naming the line."""
-    if not path.is_file():
-        return ParsedItems()
-    data = path.read_bytes()
-    lines = data.split(b"\n")
-    parsed = ParsedItems(size=len(data))
-    keep = 0
-    for number, line in enumerate(lines, start=1):
-        last = number == len(lines)
-        if not line.strip():
-            keep += len(line) + (0 if last else 1)
-            continue
-        try:
-            record = ItemRecord.model_validate_json(line)
-        except ValidationError as exc:
-            if last:  # written partly when the run was killed: that item is redone
-                parsed.torn = True
-                break
-            raise RunError(f"{path}:{number}: not a valid item record ({exc.errors()[0]['msg']})") from None
-        if record.id in parsed.records:
+def parse_items(path: Path) -> tuple[dict[str, ItemRecord], JsonlScan[ItemRecord]]:
+    """Read ``items.jsonl`` without changing it: the records by id, and the scan (torn last line,
+    where the whole lines end). A torn last line is ignored; any other bad line, or a second record
+    for one id, is a RunError naming the line."""
+    scan = read_jsonl(path, ItemRecord.model_validate_json)
+    if scan.bad:
+        number, why = scan.bad[0]
+        raise RunError(f"{path}:{number}: not a valid item record ({why})")
+    records: dict[str, ItemRecord] = {}
+    for number, record in scan.lines:
+        if record.id in records:
             raise RunError(f"{path}:{number}: a second record for item {record.id!r}")
-        parsed.records[record.id] = record
-        keep += len(line) + (0 if last else 1)
-    parsed.keep = keep
-    parsed.newline_lost = bool(keep) and not data[:keep].endswith(b"\n")
-    return parsed
+        records[record.id] = record
+    return records, scan
 
 
 def load_records(out: Path) -> dict[str, ItemRecord]:
     """Every whole record in a run folder, read-only (a torn last line is left in place and ignored)."""
-    return parse_items(out / ITEMS_FILE).records
+    return parse_items(out / ITEMS_FILE)[0]
 
 
 class RunStore:
@@ -99,7 +65,7 @@ class RunStore:
         self.run_path = out / RUN_FILE
         self.lock_path = out / LOCK_FILE
         self._fh: IO[str] | None = None
-        self._lock: IO[bytes] | None = None
+        self._lock = FolderLock(out)
         self.notes: list[str] = []
 
     def start(self, config: dict[str, Any], provenance: dict[str, Any]) -> dict[str, ItemRecord]:
@@ -117,26 +83,15 @@ class RunStore:
         return done
 
     def _acquire(self) -> None:
-        fh = open(self.lock_path, "a+b")  # noqa: SIM115 - closed in _release()
         try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.close()
+            self._lock.acquire()
+        except FolderBusy:
             raise RunError(
                 f"another run is writing {self.out}: wait for it to finish, or use another --out folder"
             ) from None
-        except BaseException:
-            fh.close()
-            raise
-        self._lock = fh
 
     def _release(self) -> None:
-        if self._lock is not None:
-            try:
-                fcntl.flock(self._lock.fileno(), fcntl.LOCK_UN)
-            finally:
-                self._lock.close()
-                self._lock = None
+        self._lock.release()
 
     def _check_or_create(self, config: dict[str, Any], provenance: dict[str, Any]) -> None:
         digest = config_hash(config)
@@ -157,16 +112,11 @@ class RunStore:
     def _read_done(self) -> dict[str, ItemRecord]:
         """The finished records; the writer (only) cuts a torn last line off and restores a lost
         newline, so that the records it appends start on a line of their own."""
-        parsed = parse_items(self.items_path)
-        if parsed.torn:
+        records, scan = parse_items(self.items_path)
+        if scan.torn:
             self.notes.append(PARTIAL_NOTE)
-        if parsed.needs_repair:
-            with open(self.items_path, "r+b") as fh:
-                fh.truncate(parsed.keep)
-                if parsed.newline_lost:  # a whole record whose newline was lost
-                    fh.seek(parsed.keep)
-                    fh.write(b"\n")
-        return parsed.records
+        repair_jsonl(self.items_path, scan)
+        return records
 
     def append(self, record: ItemRecord) -> None:
         assert self._fh is not None, "start() first"
@@ -193,22 +143,6 @@ class RunStore:
     def read_all(self) -> dict[str, ItemRecord]:
         """Every record now in the folder (after a run, for scoring); reads only."""
         return load_records(self.out)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` whole or not at all: a temporary file in the same folder, synced, then
-    renamed over ``path`` (a reader never sees half a file, a crash never leaves one)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for open()
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_json(path: Path, data: Any) -> None:
