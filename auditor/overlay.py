@@ -364,6 +364,8 @@ def _compose(base: Image.Image, plan: _Plan, flag_lines: bool = True) -> Image.I
     key = _key_rows(plan.key, m, width)
     lines = _line_rows(plan.lines, m, width) if flag_lines else []
     rule_y = base.height + m.pad + len(key) * m.line_height + m.pad // 2  # separates key from flags
+    if not lines:  # no flag lines below the key: no rule and no empty band either
+        rule_y = base.height + len(key) * m.line_height
     lines_top = rule_y + m.pad // 2 if key else base.height
     canvas = Image.new("RGB", (width, lines_top + len(lines) * m.line_height + 2 * m.pad), _PANEL_BG)
     canvas.paste(base, (0, 0))
@@ -371,7 +373,8 @@ def _compose(base: Image.Image, plan: _Plan, flag_lines: bool = True) -> Image.I
     _draw_marks(draw, plan.marks, base.size, m)
     if key:
         _draw_rows(draw, key, base.height, m)
-        draw.line([(m.pad, rule_y), (width - m.pad, rule_y)], fill=_RULE, width=1)
+        if lines:
+            draw.line([(m.pad, rule_y), (width - m.pad, rule_y)], fill=_RULE, width=1)
     _draw_rows(draw, lines, lines_top, m)
     return canvas
 

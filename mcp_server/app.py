@@ -154,6 +154,7 @@ def build_server(engine: Auditor) -> MCPServer:
         version=auditor.__version__,
         instructions=text.INSTRUCTIONS,
         extensions=[apps],
+        log_level="WARNING",  # the SDK's INFO lines repeat every tool error, image paths included
     )
     _add_tools(server, engine)
     _add_resources(server, engine)

@@ -353,3 +353,13 @@ def test_auto_reader_picks_the_model_only_when_its_weights_are_here(
         factory.resolve_reader_kind(dataclasses.replace(missing, device="cpu", reader_model=str(folder)))
         == "rules"
     )
+
+
+def test_an_unreachable_hub_does_not_blame_hf_hub_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import constants
+
+    from auditor.backends.availability import _download_error
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    message = _download_error("org/model", OSError("offline: connection refused"))
+    assert "HF_HUB_OFFLINE" not in message and "cannot be reached" in message

@@ -244,7 +244,8 @@ def screenshot(viewer: Viewer, path: Path) -> None:
                 viewer.cdp.js(viewer.page, "document.querySelector('iframe').getBoundingClientRect().bottom")
             )
             crop = im.convert("RGB").crop((0, 0, WIDTH, min(im.height, height)))
-            crop.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(keep, optimize=True)
+            # octree keeps the flag colours true (median cut turned MISSING's orange to mustard)
+            crop.quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(keep, optimize=True)
     print(f"\nscreenshot of the audit viewer: {path}")
 
 

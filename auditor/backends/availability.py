@@ -222,6 +222,17 @@ def download(model_id: str, revision: str | None = None) -> str:
         raise BackendError("download_failed", tidy(_download_error(model_id, exc))) from None
 
 
+def _why_offline() -> str:
+    """Name HF_HUB_OFFLINE only when it is really on: a newcomer would go looking for it."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return "the hub cannot be reached from here"
+    if getattr(constants, "HF_HUB_OFFLINE", False):
+        return "the hub is offline here (HF_HUB_OFFLINE is set)"
+    return "the hub cannot be reached from here (offline or unreachable)"
+
+
 def _download_error(model_id: str, exc: Exception) -> str:
     name = type(exc).__name__
     first = " ".join(str(exc).split())[:200]
@@ -233,7 +244,7 @@ def _download_error(model_id: str, exc: Exception) -> str:
     if name == "RepositoryNotFoundError":
         return f"{model_id!r} was not found on the hub (or is private: log in with `hf auth login`)"
     if name in {"OfflineModeIsEnabled", "LocalEntryNotFoundError"} or "offline" in first.lower():
-        return f"cannot download {model_id!r}: the hub is offline here (HF_HUB_OFFLINE is set) or unreachable"
+        return f"cannot download {model_id!r}: {_why_offline()}"
     return f"cannot download {model_id!r}: {name}: {first}"
 
 

@@ -95,7 +95,8 @@ class ReplayGrounder:
             raise BackendError(
                 "no_recorded_output",
                 f"the replay file {self.path.name} has no recorded output for this image "
-                f"(sha256 {image.info.sha256}); add a line with this image_sha256 to record one",
+                f"(sha256 {image.info.sha256}); record one with `cxr-auditor replay-record "
+                f"{self.path.name} --image IMAGE --raw TEXT`",
             )
         recovered = recover_findings(record.raw_output, self.box_format)
         return Grounding(
