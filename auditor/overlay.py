@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Final, Literal, cast
 from PIL import Image, ImageDraw, ImageFont
 
 from auditor.compare import side_words
+from auditor.flag_colours import COLOURS, KEY_TEXT, RGB, TEXT_ON, Style
 from auditor.labels import HUMAN_NAMES, LABEL_RANK, Label
 from auditor.schema import Box, Comparison, DraftStatus, Flag, Grounding, ImageFinding
 
@@ -29,9 +30,6 @@ if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
 ImageFormat = Literal["PNG", "JPEG", "auto"]
-Style = Literal["URGENT", "LATERALITY", "MISSING", "UNSUPPORTED", "AGREED", "FINDING"]
-"""How a finding or legend line is coloured. FINDING: an image finding that was not compared."""
-RGB = tuple[int, int, int]
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 _Rect = tuple[int, int, int, int]
 
@@ -41,30 +39,6 @@ SHRINK: Final = 0.75
 MIN_SIDE: Final = 64
 """Below this the picture is useless; a budget that needs it is an error, not a thumbnail."""
 
-COLOURS: Final[dict[Style, RGB]] = {
-    "URGENT": (230, 30, 30),
-    "LATERALITY": (255, 230, 0),
-    "MISSING": (255, 140, 0),
-    "UNSUPPORTED": (190, 120, 255),
-    "AGREED": (30, 185, 60),
-    "FINDING": (40, 120, 255),
-}
-_TEXT_ON: Final[dict[Style, RGB]] = {
-    "URGENT": (255, 255, 255),
-    "LATERALITY": (0, 0, 0),
-    "MISSING": (0, 0, 0),
-    "UNSUPPORTED": (0, 0, 0),
-    "AGREED": (0, 0, 0),
-    "FINDING": (255, 255, 255),
-}
-KEY_TEXT: Final[dict[Style, str]] = {
-    "URGENT": "URGENT: can't-miss category on the image",
-    "LATERALITY": "LATERALITY: side in draft vs boxes",
-    "MISSING": "MISSING: on the image, not in the draft",
-    "UNSUPPORTED": "UNSUPPORTED: in the draft, not on the image",
-    "AGREED": "agreed: image and draft agree",
-    "FINDING": "image finding, not compared",
-}
 _SEVERITY: Final[dict[Style, int]] = {
     "URGENT": 0,
     "LATERALITY": 1,
@@ -350,7 +324,7 @@ def _draw_marks(
         tag = _tag_rect(box, int(m.font.getlength(text)), m, size, taken)
         taken.append(tag)
         draw.rectangle([tag[0], tag[1], tag[2] - 1, tag[3] - 1], fill=COLOURS[mark.style])
-        draw.text((tag[0] + m.pad, tag[1] + m.pad // 2), text, fill=_TEXT_ON[mark.style], font=m.font)
+        draw.text((tag[0] + m.pad, tag[1] + m.pad // 2), text, fill=TEXT_ON[mark.style], font=m.font)
 
 
 def _compose(base: Image.Image, plan: _Plan, flag_lines: bool = True) -> Image.Image:

@@ -21,7 +21,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
-from typing import Annotated, Any, Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Final, Protocol, TypeVar
 
 from mcp.server.apps import Apps, ResourceCsp
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
@@ -29,15 +29,17 @@ from mcp.server.mcpserver import Context, Image
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from mcp_types import CallToolRequestParams
-from PIL import Image as PILImage
 from pydantic import BaseModel, Field
 
 import auditor
+from auditor.flag_colours import COLOURS
 from auditor.labels import HUMAN_NAMES
-from auditor.overlay import COLOURS
 from auditor.pipeline import Auditor
 from auditor.tool_io import OptionalImageArg, StudyUidArg
 from mcp_server import descriptions as text
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
 
 VIEWER_URI: Final = "ui://cxr-auditor/viewer.html"
 PREVIEW_TOOL: Final = "preview_image"
@@ -122,6 +124,8 @@ def viewer_html() -> str:
 def preview_jpeg(image: PILImage.Image, max_side: int = PREVIEW_SIDE) -> bytes:
     """A downscaled JPEG of a decoded radiograph (8-bit L or RGB): enough to see where the boxes are,
     small enough to pass through a host's postMessage without weighing on the conversation."""
+    from PIL import Image as PILImage
+
     picture = image if image.mode in ("L", "RGB") else image.convert("RGB")
     picture = picture.copy()
     picture.thumbnail((max_side, max_side), PILImage.Resampling.LANCZOS)
