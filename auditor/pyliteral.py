@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import re
+import warnings
 from collections.abc import Iterator
 from typing import Final
 
@@ -60,7 +61,9 @@ def _evaluate(source: str) -> object | None:
     if len(source) > MAX_LITERAL_CHARS:
         return None
     try:
-        value = ast.literal_eval(source)
+        with warnings.catch_warnings():  # an invalid escape such as '\d' would print a SyntaxWarning
+            warnings.simplefilter("ignore")
+            value = ast.literal_eval(source)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         return None
     value = _as_json_shapes(value)

@@ -232,3 +232,46 @@ def test_a_lone_call_is_not_held_longer_than_the_window() -> None:
 def test_worklists_run_as_many_studies_as_a_grounding_batch() -> None:
     assert in_flight(Settings(grounder="hf", reader="rules", grounding_batch_size=6)) == 6
     assert in_flight(Settings(grounder="hf", reader="rules", grounding_batch_size=1)) == 1
+
+
+def test_a_grounder_that_returns_the_wrong_count_fails_the_whole_batch_alike() -> None:
+    class Short(SlowGrounder):
+        def ground_batch(self, images: Sequence[LoadedImage]) -> list[Grounding]:
+            return super().ground_batch(images)[:-1]
+
+    grounder = CoalescingGrounder(Short(delay=0.01), max_batch=4, window_s=0.05)
+    outcomes: list[str] = []
+    barrier = threading.Barrier(3)
+
+    def call() -> None:
+        barrier.wait()
+        try:
+            grounder.ground(_image())
+            outcomes.append("ok")
+        except BackendError as exc:
+            outcomes.append(exc.code)
+
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["generation_failed"] * 3
+
+
+def test_an_interrupt_in_the_batch_reaches_its_own_thread_and_the_grounder_recovers() -> None:
+    class Interrupted(SlowGrounder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.interrupt = True
+
+        def ground_batch(self, images: Sequence[LoadedImage]) -> list[Grounding]:
+            if self.interrupt:
+                self.interrupt = False
+                raise KeyboardInterrupt
+            return super().ground_batch(images)
+
+    grounder = CoalescingGrounder(Interrupted(), max_batch=2, window_s=0.0)
+    with pytest.raises(KeyboardInterrupt):
+        grounder.ground(_image())
+    assert grounder.ground(_image()).outcome is ParseOutcome.CLEAN  # not stuck "running"

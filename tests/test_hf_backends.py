@@ -750,6 +750,7 @@ def test_auto_dtype_is_bf16_only_where_the_cpu_computes_it() -> None:
         (['{"findings": [', "]", "}", "x"], 2),
         (["Here is", " [", "]"], None),  # prose first: never stopped early, recovery reads it whole
         (['[{"label": "a\\"]"}', "]"], 1),  # an escaped quote stays inside the string
+        (["[{'label': 'a ]'}", ", {'label': 'b'}", "]"], 2),  # a Python literal's quotes count too
     ],
 )
 def test_grounding_stops_once_its_json_answer_closes(pieces: list[str], stops_at: int | None) -> None:
@@ -875,3 +876,25 @@ def test_generated_lengths_count_to_the_end_token_or_the_early_stop() -> None:
     generated = torch.tensor([[5, 6, 1, 0, 0], [5, 6, 7, 8, 9], [5, 6, 7, 0, 0]])
     assert _generated_lengths(generated, frozenset({1}), [None, None, 3]) == [3, 5, 3]
     assert _generated_lengths(generated, frozenset(), ()) == [5, 5, 5]
+
+
+def test_reader_answer_after_a_close_tag_in_pieces_is_not_continued(
+    reader: HFReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A close tag the model writes in several pieces does not stop phase 1 by id: when the model
+    then answers and ends its turn, that answer stands and no second phase runs after the end token."""
+    fake = _script_reader(reader, monkeypatch, "Enlarged heart.</th" + "ink>\n" + CARDIO, budget=200)
+    reading = reader.read(DRAFT)
+    assert len(fake.calls) == 1
+    assert [m.label for m in reading.mentions] == [Label.CARDIOMEGALY]
+
+
+def test_reader_that_closes_and_ends_without_an_answer_is_asked_for_one(
+    reader: HFReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = _script_reader(reader, monkeypatch, "Enlarged heart.</think>", CARDIO)
+    reading = reader.read(DRAFT)
+    assert len(fake.calls) == 2
+    eos = reader._processor.eos_token_id
+    assert int(fake.calls[1]["input_ids"][0, -1]) != eos  # the end token went before phase 2
+    assert [m.label for m in reading.mentions] == [Label.CARDIOMEGALY]

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from auditor.backends import BackendState, Grounder
+from auditor.backends import BackendError, BackendState, Grounder
 from auditor.schema import Grounding
 
 if TYPE_CHECKING:
@@ -87,11 +87,21 @@ class CoalescingGrounder:
             self._cond.notify_all()
 
     def _run(self, batch: list[_Request]) -> None:
+        """Every request of the batch ends done: with its own result, or all with the batch's error.
+        An interrupt (KeyboardInterrupt, SystemExit) is delivered to the batch and re-raised here, in
+        the thread where it arrived."""
         try:
             results = self.inner.ground_batch([r.image for r in batch])
+            if len(results) != len(batch):
+                raise BackendError(
+                    "generation_failed",
+                    f"the grounder returned {len(results)} results for a batch of {len(batch)} images",
+                )
         except BaseException as exc:  # every caller in the batch gets the error, in its own thread
             for request in batch:
                 request.error, request.done = exc, True
+            if not isinstance(exc, Exception):
+                raise
             return
         self.batches.append(len(batch))
         for request, result in zip(batch, results, strict=True):

@@ -724,11 +724,18 @@ class HFReader(_HFBackend):
         never opened a trace and already stopped -> its text was the answer (finished)."""
         thought = sequence[0, prompt_len:]
         text = self._processor.decode(thought, skip_special_tokens=False)
+        ended = len(thought) > 0 and int(thought[-1]) in _eos_ids(self._model, self._processor)
         if THINK_CLOSE in text:
+            # Closed. If the model also answered and ended its turn (a close tag written in several
+            # pieces does not stop phase 1 by id), that answer is the generation: no phase 2. If it
+            # ended its turn with no answer, the end token goes and phase 2 asks for the answer.
+            if ended and self._decode(thought).split(THINK_CLOSE)[-1].strip():
+                return sequence, [], True
+            while ended and int(sequence[0, -1]) in _eos_ids(self._model, self._processor):
+                sequence = sequence[:, :-1]
             return sequence, [], False
         prompt_tail = self._processor.decode(sequence[0, max(prompt_len - 8, 0) : prompt_len])
         opened = prompt_tail.rstrip().endswith(THINK_OPEN) or THINK_OPEN in text
-        ended = len(thought) > 0 and int(thought[-1]) in _eos_ids(self._model, self._processor)
         if not opened:
             return sequence, [], ended
         while sequence.shape[1] > prompt_len and int(sequence[0, -1]) in _eos_ids(

@@ -19,7 +19,8 @@ class StepClock(StoppingCriteria):
     """Never stops anything; records when the first token came out (the prefill) and how many steps ran.
 
     ``generate`` checks its criteria once per new token, after the step's tokens are on the host, so
-    the time of the first check is the prefill plus one decode step, and the rest is decode.
+    the time of the first check is the prefill plus one decode step, and the rest is decode. On a GPU
+    it waits for the queued work first (the loop waits for it each step anyway), so the split is real.
     """
 
     def __init__(self) -> None:
@@ -29,6 +30,8 @@ class StepClock(StoppingCriteria):
         self.steps = 0
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        if input_ids.is_cuda:  # criteria run before the loop's own wait for the GPU: wait here first
+            torch.cuda.synchronize(input_ids.device)
         now = time.perf_counter()
         if self.first is None:
             self.first = now
@@ -51,7 +54,7 @@ class _JsonDepth:
 
     def __init__(self) -> None:
         self.depth = 0
-        self.in_string = False
+        self.quote: str | None = None  # the open string's quote: JSON's ", or ' from a Python literal
         self.escaped = False
         self.armed: bool | None = None  # None: no text yet; False: the answer is not bare JSON
         self.closed = False
@@ -65,16 +68,16 @@ class _JsonDepth:
                 self.armed = char in "[{"
             if not self.armed or self.closed:
                 return self.closed
-            if self.in_string:
+            if self.quote is not None:
                 if self.escaped:
                     self.escaped = False
                 elif char == "\\":
                     self.escaped = True
-                elif char == '"':
-                    self.in_string = False
+                elif char == self.quote:
+                    self.quote = None
                 continue
-            if char == '"':
-                self.in_string = True
+            if char in "\"'":
+                self.quote = char
             elif char in "[{":
                 self.depth += 1
             elif char in "]}":
