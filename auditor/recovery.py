@@ -359,12 +359,18 @@ def _parse_document(text: str) -> _Json | None:
     return _Json(value, end) if end == len(stripped) else None
 
 
-def _whole_fence(text: str) -> _Json | None:
-    """A single fenced block that is the entire output counts as a bare document."""
+def _fence_body(text: str) -> str | None:
+    """The inside of a single fenced block that is the entire output, else None."""
     if text.count("```") != 2:
         return None
     match = _WHOLE_FENCE.fullmatch(text)
-    return _parse_document(match.group(1)) if match else None
+    return match.group(1) if match else None
+
+
+def _whole_fence(text: str) -> _Json | None:
+    """A single fenced block that is the entire output counts as a bare document."""
+    body = _fence_body(text)
+    return _parse_document(body) if body is not None else None
 
 
 _LITERAL_NOTE: Final = (
@@ -374,8 +380,8 @@ _LITERAL_NOTE: Final = (
 
 def _whole_literal(text: str) -> _Json | None:
     """The whole answer, or its one code fence, as a Python list or dict literal."""
-    match = _WHOLE_FENCE.fullmatch(text) if text.count("```") == 2 else None
-    value = read_literal(match.group(1) if match else text)
+    body = _fence_body(text)
+    value = read_literal(text if body is None else body)
     return None if value is None else _Json(value)
 
 

@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from auditor.config import Settings  # noqa: E402
-from auditor.testing.checkpoints import Size, parameter_count, write_grounder, write_reader  # noqa: E402
+from auditor.testing.checkpoints import Size, force_length, parameter_count, write_grounder, write_reader  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 NIH = ROOT / ".." / "shared" / "data" / "nih" / "images"
@@ -61,17 +61,10 @@ def ensure_checkpoints(models: Path, size: Size, device: str, ground: int, reaso
         folder = models / role
         if not (folder / "config.json").is_file():
             started = time.perf_counter()
-            writer(folder, size, force_tokens=force, device=device)
+            writer(folder, size, device=device)
             built[f"{role}_build_s"] = round(time.perf_counter() - started, 1)
-        _force_length(folder, force)
+        force_length(folder, force)  # also when reused: this run's budgets
     return built
-
-
-def _force_length(folder: Path, tokens: int) -> None:
-    path = folder / "generation_config.json"
-    data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    data["min_new_tokens"] = tokens
-    path.write_text(json.dumps(data, indent=2), encoding="utf-8")
 
 
 # --- measuring --------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 from auditor.activity import log as activity
 from auditor.activity import stage_name
 from auditor.backends import BackendError, BackendState
-from auditor.backends.availability import HUB, LoadMemory, ensure_local, weights_detail
+from auditor.backends.availability import HUB, LoadMemory, ensure_local, looks_local, weights_detail
 from auditor.config import Settings
 from auditor.prompts import Prompt, grounding_prompt, reader_prompt
 from auditor.recovery import BoxFormat, recover_findings, recover_mentions
@@ -148,8 +148,7 @@ def _dtype_name(dtype: Any) -> str:
 
 def _load_hint(model_id: str) -> str:
     """Say whether the id was read as a folder or a hub id: the fix differs."""
-    looks_local = os.path.isabs(model_id) or model_id.startswith((".", "~")) or model_id.count("/") > 1
-    if looks_local and not os.path.exists(os.path.expanduser(model_id)):
+    if looks_local(model_id) and not os.path.exists(os.path.expanduser(model_id)):
         return " The folder does not exist."
     if not os.path.exists(os.path.expanduser(model_id)):
         offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""

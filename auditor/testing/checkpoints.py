@@ -289,7 +289,9 @@ def _build(model_class: Any, config: Any, dtype: Any, device: str) -> Any:
         return model_class._from_config(config, dtype=dtype).eval()
 
 
-def _write_forced_length(out: Path, force_tokens: int | None) -> None:
+def force_length(out: Path, force_tokens: int | None) -> None:
+    """Set ``min_new_tokens`` in the folder's ``generation_config.json`` (end tokens suppressed, every
+    generation runs to its budget); None leaves the folder as it is."""
     if force_tokens is None:
         return
     path = out / "generation_config.json"
@@ -324,7 +326,7 @@ def write_grounder(
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    _write_forced_length(out, force_tokens)
+    force_length(out, force_tokens)
     return out
 
 
@@ -341,22 +343,15 @@ def write_reader(
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tok.save_pretrained(out)
-    _write_forced_length(out, force_tokens)
+    force_length(out, force_tokens)
     return out
 
 
 def parameter_count(folder: Path) -> int:
     """Parameters stored in a checkpoint folder, read from its safetensors headers (no weights loaded)."""
-    total = 0
-    for shard in sorted(folder.glob("*.safetensors")):
-        with shard.open("rb") as fh:
-            header_len = int.from_bytes(fh.read(8), "little")
-            header = json.loads(fh.read(header_len))
-        for name, meta in header.items():
-            if name == "__metadata__":
-                continue
-            count = 1
-            for dim in meta["shape"]:
-                count *= int(dim)
-            total += count
-    return total
+    from auditor.backends.memory import checkpoint_elements
+
+    elements = checkpoint_elements(folder)
+    if elements is None:
+        raise ValueError(f"{folder} holds no readable safetensors checkpoint")
+    return sum(elements.values())
